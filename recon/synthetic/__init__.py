@@ -1,0 +1,1 @@
+"""The built-in synthetic talking subject (astronaut photo + eSpeak NG speech + expression rig)."""

@@ -1,0 +1,1 @@
+"""Media I/O through the ffmpeg binary that imageio-ffmpeg ships."""
