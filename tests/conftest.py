@@ -6,11 +6,6 @@ import pytest
 SHARED_DATA = Path(os.environ.get("TALKFACE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running test, excluded from the default suite")
-    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one")
-
-
 def pytest_collection_modifyitems(config, items):
     try:
         import torch
