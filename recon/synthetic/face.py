@@ -48,7 +48,8 @@ class SyntheticFace:
     faces: np.ndarray
     """``[F, 3]`` int64 triangles."""
     uv: np.ndarray
-    """``[V, 2]`` texture coordinates into ``photo``: pixel position / (W - 1, H - 1)."""
+    """``[V, 2]`` texture coordinates into ``photo`` for :func:`render.rasterizer.texture`
+    (0 and 1 are the image's outer edges): ``(pixel position + 0.5) / (W, H)``."""
     color: np.ndarray
     """``[V, 3]`` flat colour in [0, 1], used where ``color_mix`` is 1 (the mouth cavity)."""
     color_mix: np.ndarray
@@ -313,9 +314,10 @@ def build_synthetic_face(size: int = 512, focal: float = 1200.0, grid_step: int 
     px = verts @ K.T
     px = px[:, :2] / px[:, 2:]
     uv = np.zeros((V, 2))
-    uv[:n_base] = np.concatenate([xy, grid]) / np.array([w - 1, h - 1])
-    uv[plate_ids] = xy[inner_loop] / np.array([w - 1, h - 1])
-    uv[n_base + len(inner_loop) :] = px[n_base + len(inner_loop) :] / np.array([w - 1, h - 1])
+    to_uv = lambda p: (p + 0.5) / np.array([w, h])  # noqa: E731
+    uv[:n_base] = to_uv(np.concatenate([xy, grid]))
+    uv[plate_ids] = to_uv(xy[inner_loop])
+    uv[n_base + len(inner_loop) :] = to_uv(px[n_base + len(inner_loop) :])
     color = np.zeros((V, 3))
     color_mix = np.zeros(V)
     shade = 1.0 - 0.6 * np.abs(np.linspace(-1.0, 1.0, n_cols))[None, :].repeat(n_rows, 0).ravel()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ class SynthSubjectConfig:
     """Frame rate of the video."""
     size: int = 512
     """Width and height of the video, pixels."""
-    motion: MotionConfig = MotionConfig()
+    motion: MotionConfig = field(default_factory=MotionConfig)
     """Head motion, blinks and other non-speech motion."""
 
 

@@ -151,7 +151,8 @@ class VideoReader:
         # fps first (cheap, on decoded frames), then one scale that both resizes and converts to
         # RGB. start_time=0 makes frame i the picture at i/fps in the file's time line (a video
         # stream that starts late repeats its first frame), which keeps it aligned with the audio.
-        vf = f"fps=fps={self._fps.numerator}/{self._fps.denominator}:start_time=0,scale={self.width}:{self.height}:flags={flags}"
+        rate = f"{self._fps.numerator}/{self._fps.denominator}"
+        vf = f"fps=fps={rate}:start_time=0,scale={self.width}:{self.height}:flags={flags}"
         return [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
             "-i", input_arg(self.path),
@@ -181,7 +182,12 @@ class VideoReader:
                 view = memoryview(image).cast("B")
                 got = 0
                 while got < nbytes:
-                    n = proc.stdout.readinto(view[got:])
+                    try:
+                        n = proc.stdout.readinto(view[got:])
+                    except (ValueError, OSError):
+                        if self._closed:  # close() killed ffmpeg and closed the pipe
+                            return
+                        raise
                     if not n:
                         break
                     got += n
