@@ -275,6 +275,8 @@ class _GatherRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
+        if not ctx.needs_input_grad[0]:
+            return None, None
         (idx,) = ctx.saved_tensors
         return _sum_rows(grad.contiguous(), idx, ctx.num_rows), None
 
@@ -655,69 +657,79 @@ def antialias(color: torch.Tensor, frags: Fragments, verts: torch.Tensor, faces:
     faces = _check_faces(faces, verts.shape[1], verts.device)
     C = color.shape[-1]
     F = faces.shape[0]
+    V = verts.shape[1]
     HW = H * W
-    cflat = color.reshape(B * HW, C)
+    n = B * HW
     if F == 0:
         return color
+    dev = verts.device
 
     with torch.no_grad():
-        tv = verts.detach()[:, faces].reshape(B * F, 3, 3)
+        # ---- per triangle: vertices, facing, and which of its edges are silhouettes ----------
+        tv = verts.detach()[:, faces]  # [B, F, 3, 3]
         x, y = tv[..., 0], tv[..., 1]
-        area2 = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
-        valid = (tv[..., 2] > 0).all(1) & (area2 != 0)
-        tri = frags.tri_id
-        tflat = tri.reshape(-1)
-        dflat = frags.depth.detach().reshape(-1)
-        stride = tri.new_tensor([HW, W, 1])  # (b, i, j) -> flat pixel index
-        hp = ((tri[:, :, :-1] != tri[:, :, 1:]).nonzero() * stride).sum(1)
-        vp = ((tri[:, :-1, :] != tri[:, 1:, :]).nonzero() * stride).sum(1)
-        p = torch.cat([hp, vp])
-        q = torch.cat([hp + 1, vp + W])
-        horiz = torch.cat([torch.ones_like(hp, dtype=torch.bool), torch.zeros_like(vp, dtype=torch.bool)])
-        tp, tq = tflat[p], tflat[q]
-        adj = face_adjacency(faces)
-        sharing = (tp >= 0) & (tq >= 0) & (adj[tp.clamp(min=0)] == tq[:, None]).any(1)
-        p_front = (tq < 0) | ((tp >= 0) & (dflat[p] <= dflat[q]))
-        fp = torch.where(p_front, p, q)
-        op = torch.where(p_front, q, p)
+        area2 = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (y[..., 1] - y[..., 0])
+        valid = (tv[..., 2] > 0).all(-1) & torch.isfinite(tv).flatten(2).all(-1) & (area2 != 0)
+        sa = torch.sign(area2)
+        adj = face_adjacency(faces)  # [F, 3]
+        nb = adj.clamp(min=0)
+        silhouette = (adj < 0) | ~valid[:, nb] | (sa[:, nb] != sa[..., None])  # [B, F, 3]
+        table = torch.cat([tv[..., :2].reshape(B, F, 6), sa[..., None], silhouette.to(tv.dtype)], -1)
+        table = table.reshape(B * F, 10)
+        adj_pad = torch.cat([adj, adj.new_full((1, 3), -2)])  # row F: background, matches nothing
+
+        # ---- adjacent pixel pairs with different triangles -------------------------------------
+        tflat = frags.tri_id.reshape(n)
+        hok, vok = _pair_masks(B, H, W, dev)
+        diff = torch.cat([(tflat[:-1] != tflat[1:]) & hok, (tflat[:-W] != tflat[W:]) & vok])
+        idx = diff.nonzero().squeeze(1)
+        horiz = idx < n - 1
+        p = torch.where(horiz, idx, idx - (n - 1))
+        q = p + torch.where(horiz, 1, W)
+        tp, tq = tflat.index_select(0, p), tflat.index_select(0, q)
+        # drop pairs of triangles sharing an edge (interior edges)
+        tp_row = torch.where(tp < 0, F, tp)
+        sharing = (adj_pad.index_select(0, tp_row) == tq[:, None]).any(1) & (tq >= 0)
+        keep = (~sharing).nonzero().squeeze(1)
+        p, q, tp, tq, horiz = p[keep], q[keep], tp[keep], tq[keep], horiz[keep]
+
+        # ---- front pixel f, other pixel o, front triangle T ------------------------------------
+        dflat = frags.depth.detach().reshape(n)
+        p_front = (tq < 0) | ((tp >= 0) & (dflat.index_select(0, p) <= dflat.index_select(0, q)))
+        fp, op = torch.where(p_front, p, q), torch.where(p_front, q, p)
         T = torch.where(p_front, tp, tq)
-        g = (fp // HW) * F + T
-        # edge functions of T at both centres, oriented so that the inside is >= 0
-        a = tv[g]  # [K, 3, 3]
-        sa = torch.sign(area2[g])[:, None]
-        P, Q = a[:, [1, 2, 0], :2], a[:, [2, 0, 1], :2]  # [K, 3, 2] edge k runs P -> Q
+        bidx = fp // HW
+        g = bidx * F + T
+        row = table.index_select(0, g)  # [K, 10]
+        cf = torch.stack([fp % W, (fp // W) % H], 1).to(row.dtype)  # [K, 2] pixel centres
+        co = torch.stack([op % W, (op // W) % H], 1).to(row.dtype)
+        verts_xy = row[:, :6].view(-1, 3, 2)
+        Pv, Qv = verts_xy[:, [1, 2, 0]], verts_xy[:, [2, 0, 1]]  # [K, 3, 2]: edge k runs P -> Q
+        d = Qv - Pv
 
-        def centre(flat):
-            return torch.stack([(flat % W), (flat // W) % H], 1).to(a.dtype)[:, None, :]  # [K, 1, 2]
+        def edge_fn(c):
+            return (d[..., 0] * (c[:, None, 1] - Pv[..., 1]) - d[..., 1] * (c[:, None, 0] - Pv[..., 0])) * row[:, 6:7]
 
-        def edge_fn(P, Q, c):
-            d, r = Q - P, c - P
-            return d[..., 0] * r[..., 1] - d[..., 1] * r[..., 0]
-
-        cf, co = centre(fp), centre(op)
-        Ef, Eo = edge_fn(P, Q, cf) * sa, edge_fn(P, Q, co) * sa
+        Ef, Eo = edge_fn(cf), edge_fn(co)  # [K, 3], inside >= 0
         exits = Eo < 0
-        t_all = torch.where(exits, Ef / torch.where(exits, Ef - Eo, torch.ones_like(Eo)), torch.full_like(Ef, float("inf")))
-        _, k = t_all.min(1)
-        has_exit = exits.any(1)
-        n = adj[T, k]
-        gn = (fp // HW) * F + n.clamp(min=0)
-        silhouette = (n < 0) | ~valid[gn] | (torch.sign(area2[gn]) != sa[:, 0])
-        ar_k = torch.arange(k.numel(), device=k.device)
-        ed = Q[ar_k, k] - P[ar_k, k]
-        steep = ed[:, 1].abs() >= ed[:, 0].abs()
-        sel = (~sharing & has_exit & silhouette & (steep == horiz)).nonzero().squeeze(1)
-        fp, op, g, k = fp[sel], op[sel], g[sel], k[sel]
-        cf, co = cf[sel, 0], co[sel, 0]
+        t_all = torch.where(exits, Ef / torch.where(exits, Ef - Eo, torch.ones_like(Eo)), torch.inf)
+        k = t_all.argmin(1)
+        ar = torch.arange(k.numel(), device=dev)
+        dk = d[ar, k]
+        steep = dk[:, 1].abs() >= dk[:, 0].abs()
+        sel = (exits.any(1) & (row[:, 7:10][ar, k] > 0) & (steep == horiz)).nonzero().squeeze(1)
+        fp, op, T, k, bidx, cf, co = fp[sel], op[sel], T[sel], k[sel], bidx[sel], cf[sel], co[sel]
+        if sel.numel():
+            vP = faces[T, (k + 1) % 3] + bidx * V
+            vQ = faces[T, (k + 2) % 3] + bidx * V
 
     if sel.numel() == 0:
         return color
-    # differentiable crossing position along the segment f -> o
-    vg = verts[:, faces].reshape(B * F, 3, 3)[g]  # [K, 3, 3]
-    ar_k = torch.arange(k.numel(), device=k.device)
-    P = vg[ar_k, (k + 1) % 3, :2]
-    Q = vg[ar_k, (k + 2) % 3, :2]
-    cf, co = cf.to(vg.dtype), co.to(vg.dtype)
+    # ---- differentiable crossing position along the segment f -> o, and the blend -------------
+    vflat = verts.reshape(B * V, 3)
+    P = vflat.index_select(0, vP)[:, :2]
+    Q = vflat.index_select(0, vQ)[:, :2]
+    cf, co = cf.to(P.dtype), co.to(P.dtype)
     d = Q - P
     Ef = d[:, 0] * (cf[:, 1] - P[:, 1]) - d[:, 1] * (cf[:, 0] - P[:, 0])
     Eo = d[:, 0] * (co[:, 1] - P[:, 1]) - d[:, 1] * (co[:, 0] - P[:, 0])
@@ -726,5 +738,16 @@ def antialias(color: torch.Tensor, frags: Fragments, verts: torch.Tensor, faces:
     tgt = torch.where(to_o, op, fp)
     src = torch.where(to_o, fp, op)
     wgt = torch.where(to_o, t - 0.5, 0.5 - t).to(color.dtype)
-    delta = wgt[:, None] * (cflat[src] - cflat[tgt])
+    cflat = color.reshape(n, C)
+    delta = wgt[:, None] * (cflat.index_select(0, src) - cflat.index_select(0, tgt))
     return cflat.index_add(0, tgt, delta).reshape(B, H, W, C)
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_masks(B: int, H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which flat pixel pairs ``(p, p + 1)`` ``[B*H*W - 1]`` and ``(p, p + W)`` ``[B*H*W - W]`` are
+    real horizontal / vertical neighbours (not wrapping across a row or a batch element)."""
+    n = B * H * W
+    col = torch.arange(n - 1, device=device) % W
+    row = (torch.arange(n - W, device=device) // W) % H
+    return col != W - 1, row != H - 1

@@ -15,11 +15,14 @@ def _subcommands() -> dict[str, tuple[type, Callable]]:
     from recon.synthetic.subject import SynthSubjectConfig
     from scripts.demo import DemoConfig
     from scripts.demo import main as demo_main
+    from scripts.probe import ProbeConfig
+    from scripts.probe import main as probe_main
     from scripts.synth_subject import main as synth_main
 
     return {
         "synth-subject": (SynthSubjectConfig, synth_main),
         "demo": (DemoConfig, demo_main),
+        "probe": (ProbeConfig, probe_main),
     }
 
 
