@@ -39,7 +39,15 @@ Coverage is computed without gradients, scanline style and fully vectorised: one
 (float32 depth bits in the high 32 bits) and reduced per pixel by a single
 ``scatter_reduce(amin)``. Work is proportional to the covered area plus the number of triangle
 rows, never to bounding-box area. Barycentrics and depth are then recomputed differentiably
-from the winning triangle's vertices at each covered pixel.
+from the winning triangle's vertices, densely over the bounding box of the covered pixels, as
+affine functions of the pixel centre evaluated with one gather and one small matmul (layouts
+that CPUs handle far better than per-pixel compaction or reductions over tiny trailing dims).
+On CPU the backward of the per-pixel gathers sums runs of equal triangle ids with a sparse
+matmul instead of a serial ``index_add_``.
+
+Float32 coverage agrees with a float64 evaluation up to ties closer than float32 resolves; the
+float32 barycentrics carry the error of moving the sample point by ~1e-4 px. Triangles are not
+clipped at the camera plane: one with a vertex at ``z <= 0`` disappears whole.
 
 :func:`rasterize_reference` is a slow, readable per-triangle loop with the same output, kept for
 tests (the pytorch3d habit).
@@ -86,6 +94,10 @@ class Fragments:
     depth: torch.Tensor
     """``[B, H, W]``: camera depth ``z`` at the pixel centre, differentiable w.r.t. ``verts``;
     ``0`` where empty."""
+    bbox: tuple[int, int, int, int] | None = None
+    """Optional ``(y0, y1, x0, x1)``: rows ``y0:y1`` and columns ``x0:x1`` hold every covered pixel of
+    every batch element (set by :func:`rasterize`; lets :func:`interpolate` and :func:`antialias`
+    skip empty borders). ``None`` means the whole image."""
 
     @property
     def mask(self) -> torch.Tensor:
@@ -104,8 +116,8 @@ def _batched_verts(verts: torch.Tensor, name: str = "verts") -> torch.Tensor:
         verts = verts.unsqueeze(0)
     if verts.dim() != 3 or verts.shape[-1] != 3:
         raise ValueError(f"{name} must have shape [B, V, 3] or [V, 3] (x px, y px, z depth), got {list(verts.shape)}")
-    if not verts.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {verts.dtype}")
+    if verts.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} must be float32 or float64 (half precision is too coarse), got {verts.dtype}")
     return verts
 
 
@@ -155,9 +167,10 @@ def _check_fragments(frags: Fragments) -> tuple[int, int, int]:
 @torch.no_grad()
 def _coverage(
     v: torch.Tensor, faces: torch.Tensor, H: int, W: int, perspective_correct: bool, cull_backfaces: bool
-) -> torch.Tensor:
-    """Visible face per pixel: ``v: [B, V, 3]`` screen space -> ``[B * H * W]`` int64 face index,
-    ``F`` (one past the last face) where empty."""
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Visible face per pixel: ``v: [B, V, 3]`` screen space -> ``([B * H * W]`` int64 face index,
+    ``F`` (one past the last face) where empty; ``bbox = (y0, y1, x0, x1)`` rows ``y0:y1`` and columns
+    ``x0:x1`` containing every covered pixel)."""
     B = v.shape[0]
     F = faces.shape[0]
     dev = v.device
@@ -166,11 +179,12 @@ def _coverage(
     # z-buffer key: (depth bits << 32) | face index; the empty key decodes to face F.
     zbuf = torch.full((B * HW,), (0x7FFFFFFF << 32) | F, dtype=torch.long, device=dev)
     if F == 0:
-        return zbuf & 0xFFFFFFFF
+        return zbuf & 0xFFFFFFFF, (0, 0, 0, 0)
     tv = v.to(cd)[:, faces].reshape(B * F, 3, 3)
     x, y, z = tv.unbind(-1)  # [T, 3] each
     area2 = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
-    ok = (z > 0).all(1) & torch.isfinite(tv).flatten(1).all(1) & (area2 != 0)
+    # (a non-finite area means coordinates so large that products overflow: dropped too)
+    ok = (z > 0).all(1) & torch.isfinite(tv).flatten(1).all(1) & (area2 != 0) & torch.isfinite(area2)
     if cull_backfaces:
         ok &= area2 < 0
     ylo = torch.ceil(y.amin(1)).clamp(0, H)
@@ -178,9 +192,9 @@ def _coverage(
     ok &= (yhi >= ylo) & (x.amax(1) >= 0) & (x.amin(1) <= W - 1)
     tid = ok.nonzero().squeeze(1)  # [Tc] surviving global triangle ids (b * F + f), ascending
     if tid.numel() == 0:
-        return zbuf & 0xFFFFFFFF
+        return zbuf & 0xFFFFFFFF, (0, 0, 0, 0)
 
-    # ---- per surviving triangle: pack what its rows need into td [Tc, 24] and ti [Tc, 3] ----
+    # ---- per surviving triangle: pack what its rows need into td [Tc, 23] and ti [Tc, 3] ----
     x, y, z, area2 = x[tid], y[tid], z[tid], area2[tid]
     nrows = (yhi[tid] - ylo[tid] + 1).long()
     fid = tid % F
@@ -195,10 +209,12 @@ def _coverage(
     # Inside <=> sgn * L(p) >= 0 with L(p) = dxe (py - loy) - dye (px - lox) the canonical edge
     # function; on row y the edge crosses at x = lox + (dxe / dye) (y - loy).
     sgn = torch.where(swap, -1.0, 1.0).to(cd) * torch.sign(area2)[:, None]
-    is_lower = (dye * sgn < 0).to(cd)  # constraint x >= crossing
-    is_upper = (dye * sgn > 0).to(cd)  # constraint x <= crossing
-    slope = dxe / torch.where(dye == 0, torch.ones_like(dye), dye)
-    hcoef = sgn * dxe  # horizontal edge (dye == 0): row inside iff hcoef * (y - loy) >= 0
+    slope = dxe / dye
+    flat = ~torch.isfinite(slope)  # horizontal edge (or so nearly that dxe / dye overflows)
+    slope = torch.where(flat, 0.0, slope)
+    is_lower = ((dye * sgn < 0) & ~flat).to(cd)  # constraint x >= crossing
+    is_upper = ((dye * sgn > 0) & ~flat).to(cd)  # constraint x <= crossing
+    hcoef = sgn * dxe  # horizontal edge: row inside iff hcoef * (y - loy) >= 0
     # Depth plane q = q0 + qA (x - x0) + qB (y - y0), q = 1/z (perspective) or z.
     q = 1.0 / z if perspective_correct else z
     dq1, dq2 = q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]
@@ -228,34 +244,39 @@ def _coverage(
     xl = torch.ceil(lo_b.amax(1)).clamp(0, W)
     xr = torch.floor(up_b.amin(1)).clamp(-1, W - 1)
     npix = (xr - xl + 1).clamp(min=0).long()
-    # depth at the span's first pixel, and per-row data for the pixels, in float64 so that
-    # value(pixel) = a + b * global_pixel_counter is exact enough (no cancellation issues)
-    q_row = (tr[:, 18] + tr[:, 19] * (xl - tr[:, 21]) + tr[:, 20] * (yf - tr[:, 22])).double()
-    qA_row = tr[:, 19].double()
+    # depth at each span's first pixel; pixel k of the span is at q_row + qA * k
+    q_row = tr[:, 18] + tr[:, 19] * (xl - tr[:, 21]) + tr[:, 20] * (yf - tr[:, 22])
+    qA_row = tr[:, 19].contiguous()
     pstart = torch.cumsum(npix, 0) - npix
-    rp = torch.stack(
-        [
-            (ir[:, 2] + row_y * W + xl.long() - pstart).double(),
-            q_row - qA_row * pstart.double(),
-            qA_row,
-            ir[:, 1].double(),
-        ],
-        1,
-    )
+    flat_row = ir[:, 2] + row_y * W + xl.long() - pstart  # + global pixel counter = flat pixel index
+    fid_row = ir[:, 1].contiguous()
 
     # ---- per (triangle, pixel): depth key, z-buffer by scatter_reduce(amin) -----------------
-    N = int(npix.sum())
+    nonempty = npix > 0
+    big = torch.iinfo(torch.long).max
+    y0, y1, x0, x1, N = torch.stack(
+        [
+            torch.where(nonempty, row_y, big).amin(),
+            torch.where(nonempty, row_y, -1).amax() + 1,
+            torch.where(nonempty, xl.long(), big).amin(),
+            torch.where(nonempty, xr.long(), -1).amax() + 1,
+            npix.sum(),
+        ]
+    ).tolist()
+    if N == 0:
+        return zbuf & 0xFFFFFFFF, (0, 0, 0, 0)
     pr = torch.repeat_interleave(torch.arange(R, device=dev), npix, output_size=N)
-    P = rp.index_select(0, pr)
-    ar = torch.arange(N, device=dev, dtype=torch.float64)
-    flat = (P[:, 0] + ar).long()
-    qp = torch.addcmul(P[:, 1], P[:, 2], ar).float().clamp_(_F32_TINY, _F32_MAX)
+    ar = torch.arange(N, device=dev)
+    flat = flat_row.index_select(0, pr) + ar
+    off = (ar - pstart.index_select(0, pr)).to(cd)
+    qp = torch.addcmul(q_row.index_select(0, pr), qA_row.index_select(0, pr), off)
+    qp = qp.float().clamp_(_F32_TINY, _F32_MAX)
     bits = qp.view(torch.int32).long()  # monotonic in qp for positive floats
     if perspective_correct:
-        bits = 0x7FFFFFFF - bits  # larger 1/z is nearer: reverse the order
-    key = (bits << 32) | P[:, 3].long()
+        bits = bits.neg_().add_(0x7FFFFFFF)  # larger 1/z is nearer: reverse the order
+    key = bits.bitwise_left_shift_(32).bitwise_or_(fid_row.index_select(0, pr))
     zbuf.scatter_reduce_(0, flat, key, reduce="amin", include_self=True)
-    return zbuf & 0xFFFFFFFF
+    return zbuf & 0xFFFFFFFF, (y0, y1, x0, x1)
 
 
 class _GatherRows(torch.autograd.Function):
@@ -264,7 +285,7 @@ class _GatherRows(torch.autograd.Function):
     The backward sums ``n`` gradient rows into ``T`` table rows. ``index_add_`` does that serially
     on CPU (~10 ms for a 512 x 512 image); since consecutive pixels mostly share a triangle, we
     first sum runs of equal ``idx`` with one sparse CSR matmul, then ``index_add_`` the far fewer
-    run sums. On CUDA ``index_add_`` (atomics) is used directly.
+    run sums. On CUDA ``index_add_`` (atomics) is used directly. First-order gradients only.
     """
 
     @staticmethod
@@ -325,7 +346,7 @@ def _bary_coefficients(
     at the centred pixel coordinates of :func:`_pixel_features`. With perspective: outputs
     ``w_k / z_k`` (k = 0..2) and their sum ``1 / depth``; without: ``w_k`` and ``depth``. Here ``w`` are
     the screen-space barycentrics. Row ``F`` of each batch element is a dummy for empty pixels
-    (``w = (1, 0, 0)``, depth 1). Degenerate or invalid triangles get finite placeholders (they
+    (``w = (1, 0, 0)``, depth 1). Degenerate or dropped triangles get finite placeholders (they
     never win a pixel) so that backward produces no NaN.
 
     The affine form costs a little precision over ``p - v0`` differences: in float32 the error is
@@ -333,6 +354,11 @@ def _bary_coefficients(
     """
     B = verts.shape[0]
     tv = verts[:, faces]  # [B, F, 3, 3]
+    # Replace dropped triangles (z <= 0 or non-finite) by a harmless one *before* any arithmetic, so
+    # their inf/NaN cannot reach the gradients of the vertices they share with valid triangles.
+    ok = (tv[..., 2] > 0).all(-1) & torch.isfinite(tv).flatten(2).all(-1)
+    safe = tv.new_tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    tv = torch.where(ok[..., None, None], tv, safe)
     centre = tv.new_tensor([(W - 1) / 2, (H - 1) / 2])
     v0, v1, v2 = tv[..., :2].unbind(2)
     v0 = v0 - centre
@@ -348,7 +374,6 @@ def _bary_coefficients(
     beta = torch.stack([-b1 - b2, b1, b2], -1)
     gamma = torch.stack([-g1 - g2, g1, g2], -1)
     z = tv[..., 2]
-    z = torch.where(z > 0, z, torch.ones_like(z))
     if perspective_correct:
         d = 1.0 / z
         alpha, beta, gamma = alpha * d, beta * d, gamma * d
@@ -362,33 +387,53 @@ def _bary_coefficients(
 
 
 def _fragments_from_tri(
-    verts: torch.Tensor, faces: torch.Tensor, tri_code: torch.Tensor, H: int, W: int, perspective_correct: bool
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    tri_code: torch.Tensor,
+    H: int,
+    W: int,
+    perspective_correct: bool,
+    bbox: tuple[int, int, int, int],
 ) -> Fragments:
     """Differentiable barycentrics/depth for ``tri_code: [B * H * W]`` (face index, ``F`` = empty).
 
-    Evaluated densely over all pixels with matmul-friendly layouts (much cheaper on CPU than
-    compacting the covered pixels or reducing over small trailing dims), the dummy coefficient row
-    standing in at empty pixels, then zeroed there.
+    Evaluated densely over the pixels of ``bbox`` with matmul-friendly layouts (much cheaper on CPU
+    than compacting the covered pixels or reducing over small trailing dims), the dummy coefficient
+    row standing in at empty pixels, then zeroed there and padded to the full image.
     """
     B = verts.shape[0]
     F = faces.shape[0]
     dt = verts.dtype
-    n = B * H * W
-    idx = tri_code
+    y0, y1, x0, x1 = bbox
+    h, w = y1 - y0, x1 - x0
+    tri_full = tri_code.view(B, H, W)
+    tri_id = torch.where(tri_full == F, -1, tri_full)
+    if h <= 0 or w <= 0:  # nothing covered; keep the graph connected so that backward still works
+        zero = _bary_coefficients(verts, faces, perspective_correct, H, W).sum() * 0
+        bary = verts.new_zeros(B, H, W, 3) + zero
+        return Fragments(tri_id=tri_id, bary=bary, depth=bary[..., 0], bbox=(0, 0, 0, 0))
+    whole = (h, w) == (H, W)
+    tc = tri_code if whole else tri_full[:, y0:y1, x0:x1].reshape(-1)
+    n = B * h * w
+    idx = tc
     if B > 1:
-        idx = (tri_code.view(B, H * W) + torch.arange(B, device=tri_code.device)[:, None] * (F + 1)).view(-1)
+        idx = (tc.view(B, h * w) + torch.arange(B, device=tc.device)[:, None] * (F + 1)).view(-1)
     coef = _GatherRows.apply(_bary_coefficients(verts, faces, perspective_correct, H, W), idx)  # [n, 12]
     phi, S = _pixel_features(H, W, dt, verts.device)
-    out = (coef.view(B, H * W, 12) * phi).view(n, 12) @ S  # [n, 4]
-    m = (tri_code != F).to(dt)
+    phi = phi if whole else phi.view(H, W, 12)[y0:y1, x0:x1].reshape(h * w, 12)
+    out = (coef.view(B, h * w, 12) * phi).view(n, 12) @ S  # [n, 4]
+    m = (tc != F).to(dt)
     if perspective_correct:
         depth = m / out[:, 3]
         bary = out[:, :3] * depth[:, None]
     else:
         bary = out[:, :3] * m[:, None]
         depth = out[:, 3] * m
-    tri_id = torch.where(tri_code == F, -1, tri_code)
-    return Fragments(tri_id=tri_id.view(B, H, W), bary=bary.view(B, H, W, 3), depth=depth.view(B, H, W))
+    bary, depth = bary.view(B, h, w, 3), depth.view(B, h, w)
+    if not whole:
+        bary = F_.pad(bary, (0, 0, x0, W - x1, y0, H - y1))
+        depth = F_.pad(depth, (x0, W - x1, y0, H - y1))
+    return Fragments(tri_id=tri_id, bary=bary, depth=depth, bbox=None if whole else bbox)
 
 
 def rasterize(
@@ -419,8 +464,8 @@ def rasterize(
     verts = _batched_verts(verts)
     faces = _check_faces(faces, verts.shape[1], verts.device)
     H, W = _check_image_size(image_size)
-    tri_code = _coverage(verts.detach(), faces, H, W, perspective_correct, cull_backfaces)
-    return _fragments_from_tri(verts, faces, tri_code, H, W, perspective_correct)
+    tri_code, bbox = _coverage(verts.detach(), faces, H, W, perspective_correct, cull_backfaces)
+    return _fragments_from_tri(verts, faces, tri_code, H, W, perspective_correct, bbox)
 
 
 def rasterize_reference(
@@ -531,19 +576,38 @@ def interpolate(attrs: torch.Tensor, frags: Fragments, faces: torch.Tensor) -> t
     faces = _check_faces(faces, attrs.shape[-2], attrs.device)
     C = attrs.shape[-1]
     F = faces.shape[0]
-    n = B * H * W
-    tri = frags.tri_id.reshape(n).clamp(min=0)  # empty pixels have bary == 0: any face will do
+    y0, y1, x0, x1 = _frag_box(frags)
+    h, w = y1 - y0, x1 - x0
+    if h <= 0 or w <= 0:
+        # nothing covered; keep the graph connected (to verts and attrs) so that backward works
+        return attrs.new_zeros(B, H, W, C) + (frags.bary.sum().to(attrs.dtype) + attrs.sum().nan_to_num()) * 0
+    whole = (h, w) == (H, W)
+    tri, bary = frags.tri_id, frags.bary
+    if not whole:
+        tri, bary = tri[:, y0:y1, x0:x1], bary[:, y0:y1, x0:x1]
+    n = B * h * w
+    tri = tri.reshape(n).clamp(min=0)  # empty pixels have bary == 0: any face will do
     if attrs.dim() == 2 or attrs.shape[0] == 1:
         a = attrs.reshape(attrs.shape[-2], C)[faces].reshape(F, 3 * C)
     else:
         a = attrs[:, faces].reshape(B * F, 3 * C)
-        tri = (tri.view(B, H * W) + torch.arange(B, device=tri.device)[:, None] * F).view(n)
+        tri = (tri.view(B, h * w) + torch.arange(B, device=tri.device)[:, None] * F).view(n)
     g = _GatherRows.apply(a, tri)  # [n, 3C], vertex-major
     eye = torch.eye(3, dtype=g.dtype, device=g.device)
     expand = eye.repeat_interleave(C, dim=1)  # [3, 3C]: bary_k -> its C slots
     fold = torch.eye(C, dtype=g.dtype, device=g.device).repeat(3, 1)  # [3C, C]: sum over k
-    bc = frags.bary.reshape(n, 3).to(g.dtype) @ expand
-    return ((g * bc) @ fold).reshape(B, H, W, C)
+    bc = bary.reshape(n, 3).to(g.dtype) @ expand
+    out = ((g * bc) @ fold).view(B, h, w, C)
+    return out if whole else F_.pad(out, (0, 0, x0, W - x1, y0, H - y1))
+
+
+def _frag_box(frags: Fragments) -> tuple[int, int, int, int]:
+    """``frags.bbox`` clipped to the image, or the whole image when unset."""
+    _, H, W = frags.tri_id.shape
+    if frags.bbox is None:
+        return 0, H, 0, W
+    y0, y1, x0, x1 = (int(v) for v in frags.bbox)
+    return max(y0, 0), min(y1, H), max(x0, 0), min(x1, W)
 
 
 def texture(tex: torch.Tensor, uv: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
@@ -679,12 +743,26 @@ def antialias(color: torch.Tensor, frags: Fragments, verts: torch.Tensor, faces:
         adj_pad = torch.cat([adj, adj.new_full((1, 3), -2)])  # row F: background, matches nothing
 
         # ---- adjacent pixel pairs with different triangles -------------------------------------
+        # Only pixels in the fragments' box (plus a 1 px margin) can differ from their neighbours.
+        y0, y1, x0, x1 = _frag_box(frags)
+        if y1 <= y0 or x1 <= x0:
+            return color
+        y0, y1, x0, x1 = max(y0 - 1, 0), min(y1 + 1, H), max(x0 - 1, 0), min(x1 + 1, W)
+        h, w = y1 - y0, x1 - x0
         tflat = frags.tri_id.reshape(n)
-        hok, vok = _pair_masks(B, H, W, dev)
-        diff = torch.cat([(tflat[:-1] != tflat[1:]) & hok, (tflat[:-W] != tflat[W:]) & vok])
-        idx = diff.nonzero().squeeze(1)
-        horiz = idx < n - 1
-        p = torch.where(horiz, idx, idx - (n - 1))
+        t = frags.tri_id[:, y0:y1, x0:x1]
+        m = B * h * w
+        pair = torch.zeros(2, B, h, w, dtype=torch.bool, device=dev)  # [0] (i, j)-(i, j+1), [1] (i, j)-(i+1, j)
+        torch.ne(t[:, :, :-1], t[:, :, 1:], out=pair[0, :, :, :-1])
+        torch.ne(t[:, :-1, :], t[:, 1:, :], out=pair[1, :, :-1, :])
+        idx = pair.view(-1).nonzero().squeeze(1)
+        horiz = idx < m
+        pc = torch.where(horiz, idx, idx - m)  # crop flat index of the pair's first pixel
+        if B == 1:
+            p = (pc // w + y0) * W + (pc % w + x0)
+        else:
+            r = pc % (h * w)
+            p = (pc // (h * w)) * HW + (r // w + y0) * W + (r % w + x0)
         q = p + torch.where(horiz, 1, W)
         tp, tq = tflat.index_select(0, p), tflat.index_select(0, q)
         # drop pairs of triangles sharing an edge (interior edges)
@@ -741,13 +819,3 @@ def antialias(color: torch.Tensor, frags: Fragments, verts: torch.Tensor, faces:
     cflat = color.reshape(n, C)
     delta = wgt[:, None] * (cflat.index_select(0, src) - cflat.index_select(0, tgt))
     return cflat.index_add(0, tgt, delta).reshape(B, H, W, C)
-
-
-@functools.lru_cache(maxsize=16)
-def _pair_masks(B: int, H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which flat pixel pairs ``(p, p + 1)`` ``[B*H*W - 1]`` and ``(p, p + W)`` ``[B*H*W - W]`` are
-    real horizontal / vertical neighbours (not wrapping across a row or a batch element)."""
-    n = B * H * W
-    col = torch.arange(n - 1, device=device) % W
-    row = (torch.arange(n - W, device=device) // W) % H
-    return col != W - 1, row != H - 1

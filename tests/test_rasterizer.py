@@ -74,7 +74,8 @@ def _grid(nx: int, ny: int, x0: float, y0: float, step: float, jitter: float = 0
     return verts, faces
 
 
-def _random_scene(seed: int, B: int = 2, V: int = 40, F: int = 30, H: int = 28, W: int = 36):
+def _random_scene(seed: int, B: int = 2, V: int = 40, F: int = 30, H: int = 56, W: int = 80):
+    # H * W >= 4096 so that the CPU backward takes its run-length (sparse matmul) path
     g = torch.Generator().manual_seed(seed)
     v = torch.rand(B, V, 3, generator=g, dtype=D64)
     v[..., 0] = v[..., 0] * (W + 10) - 5
@@ -283,10 +284,8 @@ def test_no_holes_where_shared_edges_pass_exactly_through_pixel_centres(dtype):
         for x0 in (0.1, 0.3, 0.7, 1.3):
             for c in (2, 5):
                 x1 = 40.7 - x0
-                verts = torch.tensor(
-                    [[x0, m * x0 + c, 1], [x1, m * x1 + c, 1], [x0 - 3.1, m * x1 + c + 9.3, 1], [x1 + 2.9, m * x0 + c - 8.7, 1]],
-                    dtype=dtype,
-                )
+                corners = [[x0, m * x0 + c], [x1, m * x1 + c], [x0 - 3.1, m * x1 + c + 9.3], [x1 + 2.9, m * x0 + c - 8.7]]
+                verts = torch.tensor([[x, y, 1.0] for x, y in corners], dtype=dtype)
                 ys = m * cols + c
                 on_line = ((ys - ys.round()).abs() < 1e-9) & (cols > x0) & (cols < x1) & (ys.round() < 80)
                 jj = cols[on_line].long()
@@ -339,6 +338,16 @@ def test_fast_matches_reference(perspective_correct, cull):
         ((a.bary * w).sum() + a.depth.sum()).backward()
         ((b.bary * w).sum() + b.depth.sum()).backward()
         torch.testing.assert_close(v1.grad, v2.grad, rtol=1e-8, atol=1e-8)
+
+
+def test_sum_rows_matches_index_add():
+    from render.rasterizer import _sum_rows
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.repeat_interleave(torch.randint(0, 50, (900,), generator=g), torch.randint(1, 30, (900,), generator=g))
+    src = torch.randn(idx.numel(), 7, generator=g, dtype=D64)
+    assert idx.numel() >= 4096  # the run-length path
+    torch.testing.assert_close(_sum_rows(src, idx, 50), torch.zeros(50, 7, dtype=D64).index_add_(0, idx, src))
 
 
 def test_fast_matches_reference_float32_and_batched_attrs():
@@ -562,7 +571,7 @@ def test_bad_inputs_raise_value_error():
     verts, faces = _tri()
     with pytest.raises(ValueError, match=r"verts must have shape \[B, V, 3\] or \[V, 3\]"):
         rasterize(verts[:, :2], faces, (8, 8))
-    with pytest.raises(ValueError, match="floating-point"):
+    with pytest.raises(ValueError, match="float32 or float64"):
         rasterize(verts.long(), faces, (8, 8))
     with pytest.raises(ValueError, match=r"faces must have shape \[F, 3\]"):
         rasterize(verts, faces[:, :2], (8, 8))
@@ -604,3 +613,45 @@ def test_cuda_matches_cpu():
     ia = antialias(interpolate(colors, a, faces), a, v, faces)
     ib = antialias(interpolate(colors.cuda(), b, faces.cuda()), b, v.cuda(), faces.cuda())
     torch.testing.assert_close(ia, ib.cpu(), rtol=0, atol=1e-5)
+
+
+def test_empty_render_and_dropped_vertices_keep_gradients_finite():
+    verts, faces = _tri()
+    v = (verts + torch.tensor([500.0, 0.0, 0.0], dtype=D64)).requires_grad_(True)  # off-screen
+    frags = rasterize(v, faces, (16, 16))
+    assert int((frags.tri_id >= 0).sum()) == 0 and frags.bbox == (0, 0, 0, 0)
+    attrs = torch.ones(3, 2, dtype=D64, requires_grad=True)
+    out = antialias(interpolate(attrs, frags, faces), frags, v, faces)
+    assert out.shape == (1, 16, 16, 2) and float(out.detach().abs().sum()) == 0
+    out.sum().backward()
+    assert bool((v.grad == 0).all()) and bool((attrs.grad == 0).all())
+    # no faces at all
+    empty = rasterize(verts, torch.zeros(0, 3, dtype=torch.long), (8, 8))
+    assert int((empty.tri_id >= 0).sum()) == 0 and float(empty.depth.abs().sum()) == 0
+    # a vertex behind the camera (or at infinity) drops its triangles without poisoning the
+    # gradients of vertices shared with visible triangles
+    for bad in (float("inf"), float("nan")):
+        verts4 = torch.cat([verts, torch.tensor([[60.0, 60.0, 1.0]], dtype=D64)])
+        verts4[3, 0] = bad
+        faces4 = torch.tensor([[0, 1, 2], [1, 3, 2]])
+        v4 = verts4.clone().requires_grad_(True)
+        fr = rasterize(v4, faces4, (64, 64))
+        assert set(fr.tri_id.unique().tolist()) == {-1, 0}
+        img = antialias(interpolate(torch.rand(4, 3, dtype=D64), fr, faces4), fr, v4, faces4)
+        (img.sum() + fr.depth.sum()).backward()
+        assert bool(torch.isfinite(v4.grad[:3]).all()), bad
+
+
+def test_batch_elements_are_independent():
+    verts, faces = _aa_scene()
+    shifted = verts + torch.tensor([2.7, -1.3, 0.2], dtype=D64)
+    both = torch.stack([verts, shifted])
+    colors = torch.rand(2, verts.shape[0], 3, generator=torch.Generator().manual_seed(2), dtype=D64)
+    fr = rasterize(both, faces, (24, 30))
+    out = antialias(interpolate(colors, fr, faces), fr, both, faces)
+    for b in range(2):
+        f1 = rasterize(both[b], faces, (24, 30))
+        o1 = antialias(interpolate(colors[b], f1, faces), f1, both[b], faces)
+        assert torch.equal(fr.tri_id[b : b + 1], f1.tri_id)
+        torch.testing.assert_close(out[b : b + 1], o1, rtol=0, atol=1e-12)
+        torch.testing.assert_close(fr.depth[b : b + 1], f1.depth, rtol=0, atol=1e-12)
