@@ -174,7 +174,7 @@ def _author_rig(lm: np.ndarray, faces: np.ndarray) -> np.ndarray:
     fixed[T.NUM_MESH_VERTICES:] = True
     w = _smooth_on_mesh(w, faces, fixed)
     hinge = np.array([0.0, -0.035 * s, 0.080 * s])
-    theta = 0.27  # radians at jawOpen = 1 (about 30 mm of mouth opening)
+    theta = 0.40  # radians at jawOpen = 1 (about 45 mm of mouth opening; speech uses 0.1-0.6)
     r = q - hinge
     c, si = np.cos(theta), np.sin(theta)
     rotated = np.stack([r[:, 0], c * r[:, 1] - si * r[:, 2], si * r[:, 1] + c * r[:, 2]], axis=1)

@@ -245,10 +245,10 @@ def viseme_dominance(viseme: str) -> np.ndarray:
 class CoarticulationConfig:
     """Parameters of :func:`coarticulate` (dominance-function blending of viseme targets)."""
 
-    anticipation: float = 15.0
+    anticipation: float = 22.0
     """Decay rate (1/s) of a segment's dominance *before* it: how far ahead a viseme is
     anticipated (dominance falls to 1/e at ``1/anticipation`` seconds before the plateau)."""
-    carryover: float = 20.0
+    carryover: float = 28.0
     """Decay rate (1/s) of a segment's dominance *after* it (carry-over coarticulation)."""
     exponent: float = 1.0
     """Shape ``c`` of the decay ``exp(-(rate * distance) ** c)``; 1 is Cohen & Massaro's exponential."""
