@@ -35,8 +35,9 @@ class DemoConfig:
     """Frames on the contact sheet."""
 
 
-def render_mesh_frames(landmarks_3d: np.ndarray, K: np.ndarray, size: tuple[int, int], batch: int = 8):
-    """Yield shaded renders ``[H, W, 3]`` uint8 of the face mesh at ``landmarks_3d: [T, 478, 3]``."""
+def render_mesh_frames(landmarks_3d: np.ndarray, K: np.ndarray, size: tuple[int, int], zoom: float = 2.0, batch: int = 8):
+    """Yield shaded renders ``[H, W, 3]`` uint8 of the face mesh at ``landmarks_3d: [T, 478, 3]``
+    seen through ``K: [3, 3]`` magnified ``zoom`` times about the face (centred in the image)."""
     import torch
 
     from recon.topology import NUM_MESH_VERTICES, face_triangles
@@ -46,7 +47,12 @@ def render_mesh_frames(landmarks_3d: np.ndarray, K: np.ndarray, size: tuple[int,
 
     verts_all = torch.as_tensor(landmarks_3d[:, :NUM_MESH_VERTICES], dtype=torch.float32)
     faces = torch.as_tensor(face_triangles(landmarks_3d[0]), dtype=torch.long)
-    cam = PinholeCamera(fx=float(K[0, 0]), fy=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]))
+    # Zoom on the face: scale the image plane by `zoom` about the first frame's face centre.
+    proj = landmarks_3d[0, :NUM_MESH_VERTICES] @ K.T
+    centre = (proj[:, :2] / proj[:, 2:]).mean(axis=0)
+    fx, fy, cx, cy = K[0, 0] * zoom, K[1, 1] * zoom, K[0, 2], K[1, 2]
+    cx, cy = cx * zoom + (size[1] - 1) / 2 - centre[0] * zoom, cy * zoom + (size[0] - 1) / 2 - centre[1] * zoom
+    cam = PinholeCamera(fx=float(fx), fy=float(fy), cx=float(cx), cy=float(cy))
     skin = torch.tensor([0.85, 0.72, 0.62])
     for s in range(0, len(verts_all), batch):
         verts = verts_all[s : s + batch]

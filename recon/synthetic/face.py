@@ -290,16 +290,20 @@ def build_synthetic_face(size: int = 512, focal: float = 1200.0, grid_step: int 
     plate_ids = n_base + np.arange(len(inner_loop))
     plate_local = _fill_polygon(list(range(len(inner_loop))), [], xy[inner_loop])
     tris.append(plate_ids[plate_local])
-    # The cavity is a curved grid deep behind the lips (3-5 cm), wider than the mouth and reaching
-    # below the chin line, so that whatever the jaw and the head do it fills the opening.
+    # The cavity is a curved grid deep behind the lips (3-5 cm), wider than the mouth at the top
+    # and reaching most of the way to the chin, so that whatever the jaw and the head do it fills
+    # the opening.
     frame = _face_frame(lm)
     mouth_c = 0.5 * (lm[T.LIP_MID_INNER[0]] + lm[T.LIP_MID_INNER[1]])
     mouth_w = np.linalg.norm(lm[T.MOUTH_CORNERS_OUTER[1]] - lm[T.MOUTH_CORNERS_OUTER[0]])
     chin_drop = np.linalg.norm(lm[T.CHIN] - mouth_c)
-    xs = np.linspace(-0.75, 0.75, 9) * mouth_w
-    ys = np.linspace(-0.3, 1.1, 5) * chin_drop
+    xs = np.linspace(-1.0, 1.0, 9)
+    ys = np.linspace(-0.3, 0.9, 5) * chin_drop
     gy_, gx_ = np.meshgrid(ys, xs, indexing="ij")
-    depth = 0.03 + 0.02 * (gx_ / xs.max()) ** 2
+    depth = 0.03 + 0.02 * gx_**2
+    # A trapezoid: as wide as the open lips at the top, narrower towards the chin, so that it
+    # never reaches past the jaw line when the jaw rotates down.
+    gx_ = gx_ * mouth_w * np.interp(gy_, [ys[0], 0.0, ys[-1]], [0.75, 0.7, 0.45])
     cav = mouth_c + gx_[..., None] * frame[:, 0] + gy_[..., None] * frame[:, 1] + depth[..., None] * frame[:, 2]
     n_rows, n_cols = cav.shape[:2]
     cav_ids = n_base + len(inner_loop) + np.arange(n_rows * n_cols).reshape(n_rows, n_cols)
