@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit status."""
     import tyro
 
+    from render.cpu_tuning import tune_glibc_malloc
+
+    tune_glibc_malloc()  # the rasterizer's large per-frame temporaries: see its docstring
     commands = _subcommands()  # each config's docstring is its subcommand's help text
     cfg = tyro.extras.subcommand_cli_from_dict(
         {name: cls for name, (cls, _) in commands.items()},

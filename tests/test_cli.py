@@ -103,3 +103,26 @@ def test_invalid_option_values(tmp_path):
     proc = run_cli("synth-subject", "--out", str(tmp_path / "s"), "--seconds", "1", "--voice", "xx-nonexistent")
     assert proc.returncode == 2 and "xx-nonexistent" in _error_line(proc)
     assert not (tmp_path / "s").exists()
+
+
+def test_demo_writes_a_playable_video_with_sound(tmp_path):
+    import imageio.v3 as iio
+
+    from render.media.audio import load_audio
+    from render.media.probe import probe
+    from render.media.video import read_video
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--seconds", "2", "--contact-frames", "4"]) == 0
+    info = probe(out / "demo.mp4")
+    assert info.has_audio and info.video_codec == "h264" and (info.width, info.height) == (1024, 512)
+    frames, _ = read_video(out / "demo.mp4")
+    assert len(frames) == 50
+    # The left half is the talking subject (a photo: varied colours); the right half the shaded
+    # mesh over a dark background: both non-trivial.
+    assert frames[:, :, :512].std() > 30 and (frames[:, :, 512:].mean(axis=-1) > 100).mean() > 0.05
+    audio = load_audio(out / "demo.mp4")
+    assert abs(len(audio) / 16000 - 2.0) < 0.05 and np.abs(audio).max() > 0.05
+    sheet = iio.imread(out / "contact_sheet.png")
+    assert sheet.shape == (256, 4 * 512, 3)
+    assert (out / "config.json").is_file() and (out / "subject" / "ground_truth.npz").is_file()
