@@ -32,16 +32,7 @@ import numpy as np
 
 from recon.synthetic.arkit import RIG_INDEX, RIG_NAMES
 
-MOUTH_CHANNELS: tuple[str, ...] = (
-    "jawOpen",
-    "mouthClose",
-    "mouthFunnel",
-    "mouthPucker",
-    "mouthSmileLeft",
-    "mouthSmileRight",
-    "mouthStretchLeft",
-    "mouthStretchRight",
-)
+MOUTH_CHANNELS: tuple[str, ...] = tuple(n for n in RIG_NAMES if n.startswith(("jaw", "mouth")))
 """Rig channels driven by speech; the others (blinks, brows) are left at 0 here."""
 
 LIP_CHANNELS: tuple[str, ...] = MOUTH_CHANNELS[1:]
