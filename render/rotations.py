@@ -47,3 +47,12 @@ def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
     sin = np.sin(angle)
     scale = np.where(sin > 1e-8, angle / (2 * np.where(sin > 1e-8, sin, 1.0)), 0.5)
     return axis * scale[..., None]
+
+
+def matrix_to_euler(R: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`euler_to_matrix`: ``[..., 3, 3]`` -> ``(yaw, pitch, roll)`` ``[..., 3]`` radians
+    (pitch in [-pi/2, pi/2])."""
+    pitch = -np.arcsin(np.clip(R[..., 1, 2], -1.0, 1.0))
+    yaw = np.arctan2(R[..., 0, 2], R[..., 2, 2])
+    roll = np.arctan2(R[..., 1, 0], R[..., 1, 1])
+    return np.stack([yaw, pitch, roll], axis=-1)

@@ -53,3 +53,12 @@ def test_save_npz_is_reproducible_and_loadable(tmp_path):
     back = np.load(p1, allow_pickle=False)
     np.testing.assert_array_equal(back["a"], arrays["a"])
     assert list(back["names"]) == ["x", "yy"] and bool(back["flag"])
+
+
+def test_matrix_to_euler_inverts_euler_to_matrix():
+    from render.rotations import matrix_to_euler
+
+    rng = np.random.default_rng(1)
+    e = rng.uniform(-1.2, 1.2, size=(50, 3))
+    R = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2])
+    np.testing.assert_allclose(matrix_to_euler(R), e, atol=1e-10)

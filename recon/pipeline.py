@@ -1,0 +1,229 @@
+"""``talkface fit VIDEO --out SUBJECT``: a person's video in, a subject folder out.
+
+Stages (each resumable, see :mod:`recon.stages`):
+
+1. ``frames``: one decoding pass at the working fps and resolution. Per frame: mediapipe face mesh
+   (tracking mode), selfie segmentation split into head and torso, the frame written as JPEG and
+   its label map as PNG, frames sampled for the background plate. Writes ``frames/``,
+   ``masks/``, ``landmarks_raw.npz``, ``background.png``.
+2. ``audio``: the audio track to ``audio.wav`` (16 kHz mono), or a record that there is none.
+3. ``fit``: camera, head pose, per-subject morphable model and expression (:mod:`recon.fitting`);
+   eyes (:mod:`recon.eyes`). Writes ``face_model.npz`` and ``track.npz``.
+4. ``transforms``: the train/val split and ``transforms_train.json`` / ``transforms_val.json``.
+5. ``preview``: ``preview.mp4`` (fitted mesh and landmarks over the video) and ``tracks.png``.
+
+All files are documented in ``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tyro.conf import Positional
+
+from recon.fitting import FitConfig
+from recon.masks import MaskConfig
+from recon.tracking import TrackingConfig
+from render.errors import MediaError
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class FitPipelineConfig:
+    """Fit a person's talking video into a subject folder: landmarks, camera and head pose,
+    per-subject morphable model, expression, blinks, gaze, masks, background, NeRF transforms."""
+
+    video: Positional[Path]
+    """The training video (any format ffmpeg reads)."""
+    out: Path
+    """The subject folder to write (created; a rerun resumes it)."""
+    fps: float = 25.0
+    """Working frame rate: the video is resampled to it."""
+    max_size: int = 1024
+    """Working resolution: frames whose longer side exceeds it are downscaled (transform recorded)."""
+    val_fraction: float = 0.1
+    """Fraction of the video, at its end, kept for validation."""
+    jpeg_quality: int = 95
+    """Quality of the frames written to frames/."""
+    preview: bool = True
+    """Write preview.mp4 and tracks.png."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Face landmark tracking."""
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    """Person / head / torso masks and the background plate."""
+    fit: FitConfig = field(default_factory=FitConfig)
+    """Camera, pose and expression fitting."""
+
+
+def _frames_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], progress: bool) -> dict:
+    """Stage 1: decode once; landmarks, masks, frames, background."""
+    import cv2
+    from tqdm import tqdm
+
+    from recon.masks import BackgroundAccumulator, PersonSegmenter, split_head_torso, write_labels_png
+    from recon.tracking import FaceTracker, LandmarkTrack, check_usable, fill_gaps
+    from render.media.video import VideoReader
+
+    frames_dir, masks_dir = tmp["frames"], tmp["masks"]
+    frames_dir.mkdir()
+    masks_dir.mkdir()
+    raw, times = [], {"decode": 0.0, "landmarks": 0.0, "masks": 0.0, "write": 0.0}
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(cfg.jpeg_quality)]
+    with VideoReader(cfg.video, fps=cfg.fps, max_size=cfg.max_size) as video, \
+            FaceTracker(cfg.tracking) as tracker, PersonSegmenter(cfg.masks) as segment:
+        info = video.info
+        background = BackgroundAccumulator(cfg.masks)
+        n_est = video.num_frames_estimate
+        t = time.perf_counter()
+        for frame in tqdm(video, total=n_est, desc="fit: frames", unit="frame", disable=not progress):
+            t1 = time.perf_counter()
+            times["decode"] += t1 - t
+            image = frame.image
+            lm = tracker(image)
+            t2 = time.perf_counter()
+            labels = split_head_torso(segment(image), lm, cfg.masks)
+            background.add(image, labels)
+            t3 = time.perf_counter()
+            name = f"{frame.index:06d}"
+            cv2.imwrite(str(frames_dir / f"{name}.jpg"), image[..., ::-1], params)
+            write_labels_png(masks_dir / f"{name}.png", labels)
+            raw.append(np.full((478, 3), np.nan, dtype=np.float32) if lm is None else lm.astype(np.float32))
+            t = time.perf_counter()
+            times["landmarks"] += t2 - t1
+            times["masks"] += t3 - t2
+            times["write"] += t - t3
+        size = video.size  # (W, H) at working resolution
+    if not raw:
+        raise MediaError(f"cannot read video {cfg.video}: contains no video frames")
+    landmarks = np.stack(raw)
+    detected = ~np.isnan(landmarks[:, 0, 0])
+    filled, usable = fill_gaps(landmarks, detected, cfg.tracking.max_gap)
+    W, H = size
+    track = LandmarkTrack(
+        landmarks=filled.astype(np.float32), detected=detected, usable=usable, interpolated=usable & ~detected,
+        frame_size=(H, W), source_size=(info.height, info.width), scale=W / info.width, fps=cfg.fps,
+    )
+    check_usable(track, str(cfg.video))
+    track.save(tmp["landmarks_raw.npz"])
+    bg, never_seen = background.result()
+    cv2.imwrite(str(tmp["background.png"]), bg[..., ::-1])
+    return {"frame_count": len(landmarks), "frame_size": [H, W], "source_size": [info.height, info.width],
+            "scale": W / info.width, "source_fps": info.fps, "detected_fraction": float(detected.mean()),
+            "usable_fraction": float(usable.mean()), "background_never_seen_fraction": float(never_seen.mean()),
+            "frames_timing_s": {k: round(v, 3) for k, v in times.items()}}
+
+
+def _audio_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], has_audio: bool) -> dict:
+    from render.media.audio import load_audio, write_wav
+
+    if not has_audio:
+        return {"has_audio": False}
+    audio = load_audio(cfg.video, 16000)
+    write_wav(tmp["audio.wav"], audio, 16000)
+    return {"has_audio": True, "audio_seconds": round(len(audio) / 16000, 4)}
+
+
+def _fit_stage(cfg: FitPipelineConfig, folder: Path, tmp: dict[str, Path]) -> dict:
+    from recon.eyes import blink_signal, gaze
+    from recon.fitting import fit_video
+    from recon.tracking import LandmarkTrack
+    from render.npz import save_npz
+
+    track = LandmarkTrack.load(folder / "landmarks_raw.npz")
+    res = fit_video(track.landmarks, track.usable, track.frame_size, cfg.fit)
+    res.model.save(tmp["face_model.npz"])
+    blink = blink_signal(track.landmarks, track.usable)
+    gz = gaze(track.landmarks)
+    save_npz(
+        tmp["track.npz"],
+        fps=np.float64(track.fps),
+        image_size=np.array(track.frame_size, dtype=np.int64),
+        intrinsics=res.K,
+        rotation=res.rotations.astype(np.float64),
+        rotation_matrix=res.rotation_matrices.astype(np.float64),
+        translation=res.translations.astype(np.float64),
+        expression=res.exp_coeffs.astype(np.float32),
+        identity=np.zeros(res.model.num_id, dtype=np.float32) if res.id_coeffs is None else res.id_coeffs.astype(np.float32),
+        blink=np.nan_to_num(blink).astype(np.float32),
+        gaze=np.nan_to_num(gz).astype(np.float32),
+        landmarks_2d=track.landmarks[..., :2].astype(np.float32),
+        fitted_landmarks_2d=res.landmarks_2d.astype(np.float32),
+        reprojection_error=res.reprojection_error.astype(np.float32),
+        detected=track.detected,
+        valid=track.usable,
+        interpolated=track.interpolated,
+    )
+    usable = track.usable
+    return {"reprojection_error_px": float(np.nanmean(res.reprojection_error[usable])),
+            "focal_px": float(res.K[0, 0]), "expression_components": int(res.model.num_exp)}
+
+
+def _transforms_stage(cfg: FitPipelineConfig, folder: Path, tmp: dict[str, Path]) -> dict:
+    from recon.nerf_transforms import split_frames, write_transforms
+
+    with np.load(folder / "track.npz") as z:
+        K, R, t, valid = z["intrinsics"], z["rotation_matrix"], z["translation"], z["valid"]
+        size = tuple(int(x) for x in z["image_size"])
+    train, val = split_frames(valid, cfg.val_fraction)
+    write_transforms(tmp["transforms_train.json"], K, R, t, train, size)
+    write_transforms(tmp["transforms_val.json"], K, R, t, val, size)
+    return {"split": {"train": [int(train.min()), int(train.max())] if len(train) else [],
+                      "val": [int(val.min()), int(val.max())] if len(val) else [],
+                      "train_frames": int(len(train)), "val_frames": int(len(val))}}
+
+
+def run_fit(cfg: FitPipelineConfig, progress: bool = True, log=print) -> Path:
+    """Run (or resume) every stage; returns the subject folder."""
+    from recon.stages import StageRunner, file_sha256, fingerprint
+    from render.media.probe import probe
+
+    t_start = time.perf_counter()
+    video = Path(cfg.video)
+    info = probe(video)
+    if not info.has_video:
+        raise MediaError(f"cannot read video {video}: no video stream")
+    source = {"file": str(video.resolve()), "sha256": file_sha256(video)}
+    base = {"toolkit_version": VERSION, "source": source, "fps": cfg.fps, "kind": "subject"}
+    runner = StageRunner(Path(cfg.out), base, log=log)
+    folder = runner.folder
+    (folder / "config.json").write_text(_config_json(cfg))
+    meta = runner.meta
+
+    k_frames = fingerprint("frames", source["sha256"], cfg.fps, cfg.max_size, cfg.jpeg_quality, asdict(cfg.tracking), asdict(cfg.masks))
+    with runner.stage("frames", k_frames, ["frames", "masks", "landmarks_raw.npz", "background.png"]) as tmp:
+        if tmp is not None:
+            meta["frames_info"] = _frames_stage(cfg, tmp, progress)
+    k_audio = fingerprint("audio", source["sha256"])
+    with runner.stage("audio", k_audio, ["audio.wav"] if info.has_audio else []) as tmp:
+        if tmp is not None:
+            meta["audio_info"] = _audio_stage(cfg, tmp, info.has_audio)
+    k_fit = fingerprint("fit", k_frames, asdict(cfg.fit))
+    with runner.stage("fit", k_fit, ["face_model.npz", "track.npz"]) as tmp:
+        if tmp is not None:
+            meta["fit_info"] = _fit_stage(cfg, folder, tmp)
+    k_tr = fingerprint("transforms", k_fit, cfg.val_fraction)
+    with runner.stage("transforms", k_tr, ["transforms_train.json", "transforms_val.json"]) as tmp:
+        if tmp is not None:
+            meta.update(_transforms_stage(cfg, folder, tmp))
+    if cfg.preview:
+        from recon.preview import write_preview
+
+        with runner.stage("preview", fingerprint("preview", k_fit), ["preview.mp4", "tracks.png"]) as tmp:
+            if tmp is not None:
+                write_preview(folder, tmp["preview.mp4"], tmp["tracks.png"], progress=progress)
+    has_audio = bool(meta.get("audio_info", {}).get("has_audio"))
+    runner.finish(has_audio=has_audio, frame_count=meta.get("frames_info", {}).get("frame_count"),
+                  frame_size=meta.get("frames_info", {}).get("frame_size"),
+                  timings_s={name: rec["seconds"] for name, rec in meta["stages"].items()},
+                  last_run_seconds=round(time.perf_counter() - t_start, 3))
+    return folder
+
+
+def _config_json(cfg: FitPipelineConfig) -> str:
+    import json
+
+    return json.dumps(asdict(cfg), indent=2, default=str) + "\n"

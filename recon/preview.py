@@ -1,0 +1,95 @@
+"""Human checks of a fit: ``preview.mp4`` (fitted mesh and landmarks over the video) and
+``tracks.png`` (pose angles, the largest expression coefficients and blinks over time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def fitted_vertices_2d(model, track: dict) -> np.ndarray:
+    """Project the fitted model of every frame: ``[T, V, 2]`` pixels."""
+    verts = model.vertices(track["identity"] if model.num_id else None, track["expression"])  # [T, V, 3]
+    cam = np.einsum("tij,tvj->tvi", track["rotation_matrix"], verts) + track["translation"][:, None]
+    proj = cam @ track["intrinsics"].T
+    return proj[..., :2] / proj[..., 2:3]
+
+
+def _mesh_edges(faces: np.ndarray) -> np.ndarray:
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    return np.unique(np.sort(e, axis=1), axis=0)
+
+
+def write_preview(folder: Path, video_path: Path, plot_path: Path, progress: bool = True) -> None:
+    """Write the preview video (with the subject's audio when it has some) and the track plot."""
+    import cv2
+    from tqdm import tqdm
+
+    from recon.morphable import MorphableModel
+    from render.media.audio import load_audio
+    from render.media.video import VideoWriter
+
+    folder = Path(folder)
+    model = MorphableModel.load(folder / "face_model.npz")
+    with np.load(folder / "track.npz") as z:
+        track = {k: z[k] for k in z.files}
+    pts = fitted_vertices_2d(model, track)
+    edges = _mesh_edges(model.faces)
+    raw = track["landmarks_2d"]
+    valid = track["valid"]
+    audio = load_audio(folder / "audio.wav") if (folder / "audio.wav").is_file() else None
+    fps = float(track["fps"])
+    with VideoWriter(video_path, fps=fps, audio=audio, sample_rate=16000) as writer:
+        for k in tqdm(range(len(pts)), desc="fit: preview", unit="frame", disable=not progress):
+            img = cv2.imread(str(folder / "frames" / f"{k:06d}.jpg"))
+            if valid[k]:
+                lines = np.round(pts[k][edges] * 4).astype(np.int32)  # 2 fractional bits
+                cv2.polylines(img, list(lines), False, (80, 220, 80), 1, cv2.LINE_AA, shift=2)
+                for x, y in np.round(raw[k] * 4).astype(np.int32):
+                    cv2.circle(img, (int(x), int(y)), 4, (40, 40, 255), -1, cv2.LINE_AA, shift=2)
+            else:
+                cv2.putText(img, "no face", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)
+            writer.write(img[..., ::-1])
+    plot_tracks(track, plot_path)
+
+
+def plot_tracks(track: dict, path: Path, top_k: int = 5) -> None:
+    """Pose angles (degrees), translation (cm), the ``top_k`` expression coefficients with the
+    largest variance, and the blink signals, against time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from render.rotations import matrix_to_euler
+
+    t = np.arange(len(track["rotation_matrix"])) / float(track["fps"])
+    euler = np.rad2deg(matrix_to_euler(track["rotation_matrix"]))
+    exp = track["expression"]
+    top = np.argsort(-exp.std(axis=0))[:top_k]
+    fig, ax = plt.subplots(4, 1, figsize=(12, 9), sharex=True)
+    for i, name in enumerate(("yaw", "pitch", "roll")):
+        ax[0].plot(t, euler[:, i], label=name)
+    ax[0].set_ylabel("head rotation (deg)")
+    trans = track["translation"] - np.nanmedian(track["translation"], axis=0)
+    for i, name in enumerate("xyz"):
+        ax[1].plot(t, trans[:, i] * 100, label=name)
+    ax[1].set_ylabel("translation - median (cm)")
+    for j in top:
+        ax[2].plot(t, exp[:, j], label=f"exp {j}")
+    ax[2].set_ylabel("expression coeff.")
+    ax[3].plot(t, track["blink"][:, 0], label="left")
+    ax[3].plot(t, track["blink"][:, 1], label="right")
+    ax[3].set_ylabel("blink")
+    ax[3].set_xlabel("time (s)")
+    for a in ax:
+        a.legend(loc="upper right", fontsize=8, ncol=5)
+        a.grid(alpha=0.3)
+    invalid = ~track["valid"]
+    if invalid.any():
+        for a in ax:
+            a.fill_between(t, 0, 1, where=invalid, color="red", alpha=0.1, transform=a.get_xaxis_transform())
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=80)
+    plt.close(fig)
