@@ -107,7 +107,7 @@ def _frames_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], progress: bool) 
         landmarks=filled.astype(np.float32), detected=detected, usable=usable, interpolated=usable & ~detected,
         frame_size=(H, W), source_size=(info.height, info.width), scale=W / info.width, fps=cfg.fps,
     )
-    check_usable(track, str(cfg.video))
+    check_usable(track, str(cfg.video), cfg.tracking.min_usable_fraction)
     track.save(tmp["landmarks_raw.npz"])
     bg, never_seen = background.result()
     cv2.imwrite(str(tmp["background.png"]), bg[..., ::-1])
@@ -134,7 +134,7 @@ def _fit_stage(cfg: FitPipelineConfig, folder: Path, tmp: dict[str, Path]) -> di
     from render.npz import save_npz
 
     track = LandmarkTrack.load(folder / "landmarks_raw.npz")
-    res = fit_video(track.landmarks, track.usable, track.frame_size, cfg.fit)
+    res = fit_video(track.landmarks, track.usable, track.frame_size, cfg.fit, fps=track.fps)
     res.model.save(tmp["face_model.npz"])
     blink = blink_signal(track.landmarks, track.usable)
     gz = gaze(track.landmarks)

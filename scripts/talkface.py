@@ -12,7 +12,9 @@ from render.errors import TalkfaceError
 
 
 def _subcommands() -> dict[str, tuple[type, Callable]]:
+    from recon.pipeline import FitPipelineConfig
     from recon.synthetic.subject import SynthSubjectConfig
+    from scripts.fit import main as fit_main
     from scripts.demo import DemoConfig
     from scripts.demo import main as demo_main
     from scripts.probe import ProbeConfig
@@ -20,6 +22,7 @@ def _subcommands() -> dict[str, tuple[type, Callable]]:
     from scripts.synth_subject import main as synth_main
 
     return {
+        "fit": (FitPipelineConfig, fit_main),
         "synth-subject": (SynthSubjectConfig, synth_main),
         "demo": (DemoConfig, demo_main),
         "probe": (ProbeConfig, probe_main),
