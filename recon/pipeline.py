@@ -89,7 +89,7 @@ def _frames_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], progress: bool) 
             background.add(image, labels)
             t3 = time.perf_counter()
             name = f"{frame.index:06d}"
-            cv2.imwrite(str(frames_dir / f"{name}.jpg"), image[..., ::-1], params)
+            cv2.imwrite(str(frames_dir / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
             write_labels_png(masks_dir / f"{name}.png", labels)
             raw.append(np.full((478, 3), np.nan, dtype=np.float32) if lm is None else lm.astype(np.float32))
             t = time.perf_counter()

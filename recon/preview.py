@@ -21,7 +21,18 @@ def _mesh_edges(faces: np.ndarray) -> np.ndarray:
     return np.unique(np.sort(e, axis=1), axis=0)
 
 
-def write_preview(folder: Path, video_path: Path, plot_path: Path, progress: bool = True) -> None:
+def _dots(img: np.ndarray, points: np.ndarray, color) -> None:
+    """Mark ``points: [N, 2]`` (pixels) on ``img`` as 2x2 dots, in place (vectorised; cheap)."""
+    h, w = img.shape[:2]
+    xy = np.floor(points[np.isfinite(points).all(axis=1)]).astype(np.int64)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            x, y = xy[:, 0] + dx, xy[:, 1] + dy
+            ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+            img[y[ok], x[ok]] = color
+
+
+def write_preview(folder: Path, video_path: Path, plot_path: Path, progress: bool = True, preset: str = "ultrafast") -> None:
     """Write the preview video (with the subject's audio when it has some) and the track plot."""
     import cv2
     from tqdm import tqdm
@@ -40,17 +51,17 @@ def write_preview(folder: Path, video_path: Path, plot_path: Path, progress: boo
     valid = track["valid"]
     audio = load_audio(folder / "audio.wav") if (folder / "audio.wav").is_file() else None
     fps = float(track["fps"])
-    with VideoWriter(video_path, fps=fps, audio=audio, sample_rate=16000) as writer:
+    # A check for the eye, not a deliverable: the fastest x264 preset keeps it cheap.
+    with VideoWriter(video_path, fps=fps, audio=audio, sample_rate=16000, crf=23, preset=preset) as writer:
         for k in tqdm(range(len(pts)), desc="fit: preview", unit="frame", disable=not progress):
             img = cv2.imread(str(folder / "frames" / f"{k:06d}.jpg"))
             if valid[k]:
                 lines = np.round(pts[k][edges] * 4).astype(np.int32)  # 2 fractional bits
                 cv2.polylines(img, list(lines), False, (80, 220, 80), 1, cv2.LINE_AA, shift=2)
-                for x, y in np.round(raw[k] * 4).astype(np.int32):
-                    cv2.circle(img, (int(x), int(y)), 4, (40, 40, 255), -1, cv2.LINE_AA, shift=2)
+                _dots(img, raw[k], (40, 40, 255))
             else:
                 cv2.putText(img, "no face", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)
-            writer.write(img[..., ::-1])
+            writer.write(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     plot_tracks(track, plot_path)
 
 
