@@ -16,7 +16,7 @@ def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-@pytest.mark.parametrize("sub", ["synth-subject", "demo", "probe"])
+@pytest.mark.parametrize("sub", ["fit", "synth-subject", "demo", "probe"])
 def test_help_for_every_subcommand(sub):
     with pytest.raises(SystemExit) as exc:
         main([sub, "--help"])
@@ -27,7 +27,7 @@ def test_top_level_help_lists_subcommands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for sub in ("synth-subject", "demo", "probe"):
+    for sub in ("fit", "synth-subject", "demo", "probe"):
         assert sub in out
 
 
@@ -126,3 +126,12 @@ def test_demo_writes_a_playable_video_with_sound(tmp_path):
     sheet = iio.imread(out / "contact_sheet.png")
     assert sheet.shape == (256, 4 * 512, 3)
     assert (out / "config.json").is_file() and (out / "subject" / "ground_truth.npz").is_file()
+
+
+def test_fit_bad_inputs_exit_with_one_line(tmp_path):
+    noface = _make(tmp_path, "noface.mp4", "-f", "lavfi", "-i", "testsrc=size=128x128:rate=25:d=1", "-c:v", "libx264")
+    for video, problem in ((tmp_path / "missing.mp4", "file not found"), (noface, "no face")):
+        proc = run_cli("fit", str(video), "--out", str(tmp_path / "subject"))
+        assert proc.returncode == 2, proc.stderr
+        line = _error_line(proc)
+        assert str(video) in line and problem in line, line
