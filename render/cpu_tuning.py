@@ -1,4 +1,4 @@
-"""Process-level tuning for CPU rendering."""
+"""Process-level tuning for CPU rendering, and the machine description benchmarks print."""
 
 from __future__ import annotations
 
@@ -20,3 +20,17 @@ def tune_glibc_malloc() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):
         return False
+
+
+def cpu_name() -> str:
+    """CPU model from /proc/cpuinfo (falls back to :func:`platform.processor`), for benchmark tables."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -12,7 +12,6 @@ With ``--runs N > 1`` the fit is repeated from scratch and medians are reported.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -20,15 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from render.cpu_tuning import cpu_name
 
 
 def acceleration(points: np.ndarray, valid: np.ndarray) -> float:

@@ -21,25 +21,12 @@ Usage: ``python -m scripts.bench_fit_core [--frames 1779] [--runs 3] [--device a
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def cpu_name() -> str:
-    """CPU model from /proc/cpuinfo (falls back to :func:`platform.processor`)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def analytic_landmarks(frames: int, size: int = 512, focal: float = 1200.0, fps: float = 25.0, seed: int = 0,
@@ -103,7 +90,7 @@ def acceleration(x: np.ndarray, usable: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     from recon.fitting import FitConfig, fit_video
-    from render.cpu_tuning import tune_glibc_malloc
+    from render.cpu_tuning import cpu_name, tune_glibc_malloc
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=1779, help="frames of the analytic landmarks")

@@ -20,27 +20,14 @@ Usage: ``python -m scripts.bench_raster [--runs 25] [--size 512]``.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 
-from render.cpu_tuning import tune_glibc_malloc
+from render.cpu_tuning import cpu_name, tune_glibc_malloc
 
 SIZE = 512
-
-
-def cpu_name() -> str:
-    """CPU model from /proc/cpuinfo (falls back to :func:`platform.processor`)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def synthetic_face_mesh(size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor, str]:
