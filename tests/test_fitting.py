@@ -395,20 +395,15 @@ SECONDS = 7.0
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """The synthetic subject (7 s), mediapipe's landmarks of its video, and the fit."""
-    from recon.landmarks import FaceMeshDetector
     from recon.synthetic.subject import SynthSubjectConfig, make_synthetic_subject
-    from render.media.video import VideoReader
+    from recon.tracking import track_landmarks
 
     out = tmp_path_factory.mktemp("fit") / "subject"
     folder = make_synthetic_subject(SynthSubjectConfig(out=out, seconds=SECONDS, seed=3), progress=False)
     gt = dict(np.load(folder / "ground_truth.npz"))
-    raw = []
-    with VideoReader(folder / "video.mp4") as video, FaceMeshDetector(static=False) as detect:
-        for frame in video:
-            pts = detect(frame.image)
-            raw.append(np.full((T.NUM_LANDMARKS, 3), np.nan) if pts is None else pts)
-    lm = np.stack(raw)
-    usable = np.isfinite(lm).all(axis=(1, 2))
+    track = track_landmarks(folder / "video.mp4", progress=False)
+    usable = track.detected  # mediapipe's own detections only, no interpolated frames
+    lm = np.where(usable[:, None, None], track.landmarks, np.nan)
     res = fit_video(lm, usable, (SIZE, SIZE), FitConfig())
     return gt, lm, usable, res
 

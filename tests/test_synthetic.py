@@ -25,16 +25,11 @@ def gt(subject):
 
 @pytest.fixture(scope="module")
 def mediapipe_tracks(subject):
-    """mediapipe's landmarks ([T, 478, 3] pixels, NaN where no face) on the written video."""
-    from recon.landmarks import FaceMeshDetector
-    from render.media.video import VideoReader
+    """mediapipe's landmarks ([T, 478, 3] pixels, NaN where no face was detected) on the written video."""
+    from recon.tracking import track_landmarks
 
-    out = []
-    with VideoReader(subject / "video.mp4") as video, FaceMeshDetector(static=False) as detect:
-        for frame in video:
-            pts = detect(frame.image)
-            out.append(np.full((T.NUM_LANDMARKS, 3), np.nan) if pts is None else pts)
-    return np.stack(out)
+    track = track_landmarks(subject / "video.mp4", progress=False)
+    return np.where(track.detected[:, None, None], track.landmarks, np.nan)
 
 
 def test_files_and_shapes(subject, gt):

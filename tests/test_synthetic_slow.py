@@ -3,24 +3,17 @@
 import numpy as np
 import pytest
 
-from recon import topology as T
-
 pytestmark = pytest.mark.slow
 
 
 def test_thirty_second_subject(tmp_path):
-    from recon.landmarks import FaceMeshDetector
     from recon.synthetic.subject import SynthSubjectConfig, make_synthetic_subject
-    from render.media.video import VideoReader
+    from recon.tracking import track_landmarks
 
     out = make_synthetic_subject(SynthSubjectConfig(out=tmp_path / "s", seconds=30.0, seed=0), progress=False)
     gt = np.load(out / "ground_truth.npz")
-    lms = []
-    with VideoReader(out / "video.mp4") as video, FaceMeshDetector(static=False) as detect:
-        for frame in video:
-            pts = detect(frame.image)
-            lms.append(np.full((T.NUM_LANDMARKS, 3), np.nan) if pts is None else pts)
-    lm = np.stack(lms)
+    track = track_landmarks(out / "video.mp4", progress=False)
+    lm = np.where(track.detected[:, None, None], track.landmarks, np.nan)
     assert len(lm) == 750
     found = ~np.isnan(lm[:, 0, 0])
     assert found.mean() >= 0.99
