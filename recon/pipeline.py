@@ -97,8 +97,6 @@ def _frames_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], progress: bool) 
             times["masks"] += t3 - t2
             times["write"] += t - t3
         size = video.size  # (W, H) at working resolution
-    if not raw:
-        raise MediaError(f"cannot read video {cfg.video}: contains no video frames")
     landmarks = np.stack(raw)
     detected = ~np.isnan(landmarks[:, 0, 0])
     filled, usable = fill_gaps(landmarks, detected, cfg.tracking.max_gap)

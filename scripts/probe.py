@@ -25,14 +25,12 @@ class ProbeConfig:
 
 def probe_video(cfg: ProbeConfig) -> dict:
     """Decode ``cfg.video`` fully; returns a summary dict (raises MediaError on unusable input)."""
-    from render.errors import MediaError, NoAudioStreamError
+    from render.errors import NoAudioStreamError
     from render.media.audio import load_audio
     from render.media.video import VideoReader
 
     with VideoReader(cfg.video, fps=cfg.fps) as video:
-        info = video.info
-        if not info.has_video:
-            raise MediaError(f"cannot read video {cfg.video}: no video stream")
+        info = video.info  # VideoReader already refused files without video frames
         frames = sum(1 for _ in video)
         size = video.size
     try:
