@@ -31,8 +31,8 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout"],
-        "dev": ["pytest", "pytest-timeout", "ruff"],
+        "test": ["pytest", "pytest-timeout", "triton"],  # triton: its interpreter tests the GPU kernels on CPU
+        "dev": ["pytest", "pytest-timeout", "triton", "ruff"],
         "triton": ["triton"],
     },
     entry_points={"console_scripts": ["talkface=scripts.talkface:entry"]},

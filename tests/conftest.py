@@ -3,6 +3,14 @@ from pathlib import Path
 
 import pytest
 
+# Triton's interpreter runs the GPU kernels on CPU tensors (how CI tests them without a GPU). It
+# must be switched on before triton is first imported; machines with CUDA run compiled kernels.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 SHARED_DATA = Path(os.environ.get("TALKFACE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
