@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -92,6 +92,16 @@ class HashGridConfig:
         return self.num_levels * self.features_per_level
 
 
+class Level(NamedTuple):
+    """One level's geometry as plain Python numbers (constants to ``torch.compile``)."""
+
+    scale: float
+    resolution: int
+    offset: int
+    size: int
+    hashed: bool
+
+
 @dataclass(frozen=True)
 class GridLayout:
     """Per-level geometry of one configuration; arrays are ``[L]``."""
@@ -108,6 +118,8 @@ class GridLayout:
     """int64 entries of each level."""
     hashed: np.ndarray
     """bool: the level is hashed (else dense)."""
+    levels: tuple[Level, ...]
+    """The same per level as Python numbers (what the torch reference reads)."""
 
     @property
     def num_levels(self) -> int:
@@ -133,4 +145,7 @@ def grid_layout(cfg: HashGridConfig) -> GridLayout:
         scales[level], resolutions[level], sizes[level] = scale, res, size
         hashed[level] = dense > size
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    return GridLayout(D, cfg.features_per_level, scales, resolutions, offsets, sizes, hashed.astype(bool))
+    hashed = hashed.astype(bool)
+    levels = tuple(Level(float(scales[i]), int(resolutions[i]), int(offsets[i]), int(sizes[i]), bool(hashed[i]))
+                   for i in range(L))
+    return GridLayout(D, cfg.features_per_level, scales, resolutions, offsets, sizes, hashed, levels)

@@ -57,15 +57,14 @@ def hash_encode_torch(x: torch.Tensor, table: torch.Tensor, layout: GridLayout,
     x = x.to(compute).clamp(0.0, 1.0)
     corners = corner_offsets(D, x.device)  # [C, D]
     out = []
-    for level in range(layout.num_levels):
-        offset, size = int(layout.offsets[level]), int(layout.sizes[level])
-        pos = x * float(layout.scales[level]) + 0.5  # [N, D]
+    for scale, resolution, offset, size, hashed in layout.levels:
+        pos = x * scale + 0.5  # [N, D]
         cell = torch.floor(pos)
         t = pos - cell
         if interpolation == "smoothstep":
             t = smoothstep(t)
         vertex = cell.to(torch.int64)[:, None, :] + corners  # [N, C, D]
-        rows = vertex_index(vertex, int(layout.resolutions[level]), size, bool(layout.hashed[level]))
+        rows = vertex_index(vertex, resolution, size, hashed)
         weight = torch.where(corners.bool(), t[:, None, :], 1.0 - t[:, None, :]).prod(-1)  # [N, C]
         values = table[offset:offset + size][rows].to(compute)  # [N, C, F]
         out.append((weight[..., None] * values).sum(1))
@@ -77,11 +76,9 @@ def all_corner_rows(x: torch.Tensor, layout: GridLayout) -> torch.Tensor:
     x = x.to(torch.float32).clamp(0.0, 1.0)
     corners = corner_offsets(layout.input_dim, x.device)
     rows = []
-    for level in range(layout.num_levels):
-        cell = torch.floor(x * float(layout.scales[level]) + 0.5).to(torch.int64)
-        vertex = cell[:, None, :] + corners
-        rows.append(int(layout.offsets[level]) + vertex_index(
-            vertex, int(layout.resolutions[level]), int(layout.sizes[level]), bool(layout.hashed[level])))
+    for scale, resolution, offset, size, hashed in layout.levels:
+        cell = torch.floor(x * scale + 0.5).to(torch.int64)
+        rows.append(offset + vertex_index(cell[:, None, :] + corners, resolution, size, hashed))
     return torch.stack(rows, 1)
 
 

@@ -402,3 +402,18 @@ def test_audio_spatial_encoding_broadcasts_one_frame_latent():
     assert (enc(x, torch.tensor([0.7, 0.1]))[:, 8:] - y[:, 8:]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="do not match"):
         enc(x, torch.rand(9, 2))
+
+
+def test_reference_compiles_without_graph_breaks_and_matches_eager():
+    enc = HashGridEncoding(_cfg(backend="torch", interpolation="smoothstep"))
+    with torch.no_grad():
+        enc.table.uniform_(-1, 1)
+    explained = torch._dynamo.explain(enc)(torch.rand(64, 3))
+    assert explained.graph_break_count == 0
+    compiled = torch.compile(enc, dynamic=False)
+    x = torch.rand(500, 3, requires_grad=True)
+    g = torch.randn(500, enc.output_dim)
+    y_c, y_e = compiled(x), enc(x)
+    torch.testing.assert_close(y_c, y_e, rtol=1e-5, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(y_c, (x, enc.table), g), torch.autograd.grad(y_e, (x, enc.table), g)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
