@@ -10,6 +10,7 @@ def test_importing_packages_loads_no_heavy_optional_modules():
         "import render, render.rasterizer, render.cameras, render.media.video, render.media.audio\n"
         "import recon, recon.topology, recon.landmarks, recon.synthetic.subject, recon.synthetic.face\n"
         "import recon.synthetic.speech, recon.synthetic.visemes, audio2coeff, nerf, scripts.talkface\n"
+        "import nerf.hashgrid, nerf.triplane, nerf.audio_spatial, nerf.hashgrid_tcnn\n"
         "heavy = [m for m in ('mediapipe', 'skimage', 'tensorflow', 'triton', 'tinycudann', 'librosa') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
@@ -18,6 +19,6 @@ def test_importing_packages_loads_no_heavy_optional_modules():
 
 
 def test_nerf_never_pulls_mediapipe():
-    code = "import sys, nerf\nprint('mediapipe' in sys.modules)"
+    code = "import sys, nerf, nerf.hashgrid, nerf.triplane\nprint('mediapipe' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
