@@ -2,7 +2,9 @@
 
 Stages (each resumable, see :mod:`recon.stages`):
 
-1. ``frames``: one decoding pass at the working fps and resolution. Per frame: mediapipe face mesh
+1. ``frames``: the working resolution (:mod:`recon.working_size`: by default the largest at
+   which the head fits a 512x512 crop, never upscaled), then one decoding pass at the working fps
+   and resolution. Per frame: mediapipe face mesh
    (tracking mode), selfie segmentation split into head and torso, the frame written as JPEG and
    its label map as PNG, frames sampled for the background plate. Writes ``frames/``,
    ``masks/``, ``landmarks_raw.npz``, ``background.png``.
@@ -27,6 +29,7 @@ from tyro.conf import Positional
 from recon.fitting import FitConfig
 from recon.masks import MaskConfig
 from recon.tracking import TrackingConfig
+from recon.working_size import WorkingSizeConfig
 from render.errors import MediaError
 
 VERSION = "0.1.0"
@@ -43,16 +46,23 @@ class FitPipelineConfig:
     """The subject folder to write (created; a rerun resumes it)."""
     fps: float = 25.0
     """Working frame rate: the video is resampled to it."""
-    max_size: int = 1024
-    """Working resolution: frames whose longer side exceeds it are downscaled (transform recorded)."""
+    max_size: int | None = None
+    """Working resolution (longer side of the working frames). None: automatic, the face box fits
+    working.crop crops: the largest size, never above the source's, at which the head crop
+    (working.margin x the face box, at most the whole frame) fits working.crop x working.crop
+    pixels; longer side <= 1024 when no face is found while probing (recon/working_size.py).
+    An int forces that longer side: larger frames are downscaled to it. meta.json records the
+    scale, the rule used and the face box."""
     val_fraction: float = 0.1
     """Fraction of the video, at its end, kept for validation."""
     jpeg_quality: int = 95
     """Quality of the frames written to frames/."""
     preview: bool = True
     """Write preview.mp4 and tracks.png."""
+    working: WorkingSizeConfig = field(default_factory=WorkingSizeConfig)
+    """Automatic working resolution (used when max_size is None)."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    """Face landmark tracking."""
+    """Face landmark tracking (its max_size is not used here: see max_size above)."""
     masks: MaskConfig = field(default_factory=MaskConfig)
     """Person / head / torso masks and the background plate."""
     fit: FitConfig = field(default_factory=FitConfig)
@@ -71,9 +81,11 @@ def _frames_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], progress: bool) 
     frames_dir, masks_dir = tmp["frames"], tmp["masks"]
     frames_dir.mkdir()
     masks_dir.mkdir()
-    raw, times = [], {"decode": 0.0, "landmarks": 0.0, "masks": 0.0, "write": 0.0}
+    t = time.perf_counter()
+    max_size, working = _working_size(cfg)
+    raw, times = [], {"working_size": time.perf_counter() - t, "decode": 0.0, "landmarks": 0.0, "masks": 0.0, "write": 0.0}
     params = [cv2.IMWRITE_JPEG_QUALITY, int(cfg.jpeg_quality)]
-    with VideoReader(cfg.video, fps=cfg.fps, max_size=cfg.max_size) as video, \
+    with VideoReader(cfg.video, fps=cfg.fps, max_size=max_size) as video, \
             FaceTracker(cfg.tracking) as tracker, PersonSegmenter(cfg.masks) as segment:
         info = video.info
         background = BackgroundAccumulator(cfg.masks)
@@ -110,9 +122,23 @@ def _frames_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], progress: bool) 
     bg, never_seen = background.result()
     cv2.imwrite(str(tmp["background.png"]), bg[..., ::-1])
     return {"frame_count": len(landmarks), "frame_size": [H, W], "source_size": [info.height, info.width],
-            "scale": W / info.width, "source_fps": info.fps, "detected_fraction": float(detected.mean()),
+            "scale": W / info.width, **working, "source_fps": info.fps, "detected_fraction": float(detected.mean()),
             "usable_fraction": float(usable.mean()), "background_never_seen_fraction": float(never_seen.mean()),
             "frames_timing_s": {k: round(v, 3) for k, v in times.items()}}
+
+
+def _working_size(cfg: FitPipelineConfig) -> tuple[int, dict]:
+    """The ``max_size`` to decode at and what meta.json records about it: ``working_rule``
+    (``"face"``: the head fits ``working.crop``; ``"fallback"``: no face while probing, longer side
+    <= 1024; ``"fixed"``: ``cfg.max_size`` given) and ``face_box_px`` (median face box longer
+    side in source pixels; None unless probed and found)."""
+    from recon.working_size import choose_working_size
+
+    if cfg.max_size is not None:
+        return cfg.max_size, {"working_rule": "fixed", "face_box_px": None}
+    ws = choose_working_size(cfg.video, cfg.working, cfg.tracking.max_faces, cfg.tracking.min_detection_confidence)
+    box = None if ws.face_box_px is None else round(ws.face_box_px, 2)
+    return ws.max_size, {"working_rule": ws.rule, "face_box_px": box}
 
 
 def _audio_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], has_audio: bool) -> dict:
@@ -191,7 +217,8 @@ def run_fit(cfg: FitPipelineConfig, progress: bool = True, log=print) -> Path:
     (folder / "config.json").write_text(_config_json(cfg))
     meta = runner.meta
 
-    k_frames = fingerprint("frames", source["sha256"], cfg.fps, cfg.max_size, cfg.jpeg_quality, asdict(cfg.tracking), asdict(cfg.masks))
+    size_rule = cfg.max_size if cfg.max_size is not None else asdict(cfg.working)
+    k_frames = fingerprint("frames", source["sha256"], cfg.fps, size_rule, cfg.jpeg_quality, asdict(cfg.tracking), asdict(cfg.masks))
     with runner.stage("frames", k_frames, ["frames", "masks", "landmarks_raw.npz", "background.png"]) as tmp:
         if tmp is not None:
             meta["frames_info"] = _frames_stage(cfg, tmp, progress)

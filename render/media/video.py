@@ -27,7 +27,7 @@ from render.errors import MediaError, OutputError
 from render.media.outputs import remove_quietly, reserve_temp_file
 from render.media.probe import MediaInfo, ffmpeg_exe, ffmpeg_reason, input_arg, output_arg, probe
 
-__all__ = ["Frame", "VideoReader", "read_video", "VideoWriter", "write_video"]
+__all__ = ["Frame", "VideoReader", "read_video", "read_frames_at", "VideoWriter", "write_video"]
 
 _NTSC_RATES = (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001))
 
@@ -256,6 +256,72 @@ def read_video(
             n += 1
         times = np.arange(n, dtype=np.float64) / reader.fps
     return (frames[:n] if n == len(frames) else frames[:n].copy()), times
+
+
+SEEK_JOBS = 4
+"""ffmpeg processes :func:`read_frames_at` runs at once (most of a seek is process start-up)."""
+
+
+def read_frames_at(
+    path: str | os.PathLike, times_s: Iterable[float], max_size: int | None = None, exact: bool = True
+) -> list[np.ndarray | None]:
+    """The pictures at ``times_s`` (seconds from the start of the file), each decoded by its own
+    seek: one ``uint8 [H, W, 3]`` RGB image per time, or ``None`` where no frame starts at or
+    after it (a time past the last frame). ``max_size`` scales down as :class:`VideoReader` does.
+
+    ffmpeg seeks to the keyframe at or before each time. ``exact=True`` then decodes on to the
+    first frame whose time is >= ``t`` (at ``t = i / fps`` the picture of :class:`VideoReader`'s
+    frame ``i`` when ``fps`` is the source's rate); that costs up to one keyframe interval of
+    decoding (x264's default: 250 frames) per time. ``exact=False`` returns the keyframe itself:
+    one frame decoded per time whatever the source, for when any frame near ``t`` will do (times
+    within one keyframe interval give the same picture). Up to :data:`SEEK_JOBS` seeks run at once.
+
+    Raises :class:`MediaError` as :class:`VideoReader` does, and when a seek fails to decode.
+    """
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(f"cannot read video {path}: no video stream")
+    if not info.width or not info.height:
+        raise MediaError(f"cannot read video {path}: frame size unknown (unsupported codec?)")
+    if max_size is not None and (int(max_size) != max_size or max_size < 2):
+        raise ValueError(f"max_size must be an integer >= 2 or None, got {max_size!r}")
+    times = [float(t) for t in times_s]
+    for t in times:
+        if not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"times must be finite and >= 0 seconds, got {t!r}")
+    w, h = fit_size(info.width, info.height, max_size)
+    flags = "area" if (w, h) != (info.width, info.height) else "bicubic"
+
+    def start(t: float) -> subprocess.Popen:
+        cmd = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+            "-ss", f"{t:.6f}", *([] if exact else ["-noaccurate_seek", "-copyts"]), "-i", input_arg(path),
+            "-map", "0:v:0", "-an", "-sn", "-dn", "-frames:v", "1",
+            "-vf", f"scale={w}:{h}:flags={flags}",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+        ]
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def finish(t: float, proc: subprocess.Popen) -> np.ndarray | None:
+        data, err = proc.communicate()
+        if proc.returncode != 0:
+            raise MediaError(f"cannot read video {path}: decoding at {t:.3f} s failed (ffmpeg: {ffmpeg_reason(err)})")
+        return np.frombuffer(data, np.uint8).reshape(h, w, 3).copy() if len(data) == h * w * 3 else None
+
+    frames: list[np.ndarray | None] = []
+    running: list[tuple[float, subprocess.Popen]] = []  # in order of times
+    try:
+        for t in times:
+            running.append((t, start(t)))
+            if len(running) >= SEEK_JOBS:
+                frames.append(finish(*running.pop(0)))
+        while running:
+            frames.append(finish(*running.pop(0)))
+    finally:
+        for _, proc in running:  # after an error: stop the others
+            _stop(proc)
+            proc.stderr.close()
+    return frames
 
 
 def _as_mono_float(audio, what: str) -> np.ndarray:
