@@ -33,6 +33,8 @@ def vertex_index(vertex: torch.Tensor, resolution: int, size: int, hashed: bool)
     else:
         strides = torch.tensor([resolution**d for d in range(D)], dtype=torch.int64, device=vertex.device)
         index = (vertex * strides).sum(-1) & _UINT32
+    if size & (size - 1) == 0:  # a power of two (every hashed level): the same as % size, cheaper
+        return index & (size - 1)
     return index % size
 
 
