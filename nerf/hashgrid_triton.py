@@ -88,9 +88,11 @@ def _fwd(x_ptr, table_ptr, out_ptr, offsets_ptr, sizes_ptr, scales_ptr, res_ptr,
                 dense = dense + v2 * res * res
             index = tl.where(hashed, hsh, dense) % size
             entry = offset + index.to(tl.int64)
-            values = tl.load(table_ptr + entry[:, None] * F + feats[None, :], mask=live[:, None], other=0.0)
+            row = entry * F
+            values = tl.load(table_ptr + row[:, None] + feats[None, :], mask=live[:, None], other=0.0)
             acc += w[:, None] * values.to(tl.float32)
-        tl.store(out_ptr + rows[:, None] * (L * F) + level * F + feats[None, :], acc, mask=live[:, None])
+        col = rows * (L * F) + level * F
+        tl.store(out_ptr + col[:, None] + feats[None, :], acc, mask=live[:, None])
 
 
 @triton.jit
@@ -118,7 +120,8 @@ def _bwd(x_ptr, table_ptr, gout_ptr, gtable_ptr, gx_ptr, offsets_ptr, sizes_ptr,
         scale = tl.load(scales_ptr + level)
         res = tl.load(res_ptr + level).to(tl.uint32)
         hashed = tl.load(hashed_ptr + level) != 0
-        grad = tl.load(gout_ptr + rows[:, None] * (L * F) + level * F + feats[None, :], mask=live[:, None],
+        col = rows * (L * F) + level * F
+        grad = tl.load(gout_ptr + col[:, None] + feats[None, :], mask=live[:, None],
                        other=0.0).to(tl.float32)  # [BLOCK, F]
         p0 = x0 * scale + 0.5
         c0 = tl.floor(p0)
@@ -181,10 +184,12 @@ def _bwd(x_ptr, table_ptr, gout_ptr, gtable_ptr, gx_ptr, offsets_ptr, sizes_ptr,
             else:
                 w = a0 * a1
             index = tl.where(hashed, hsh, dense) % size
-            ptrs = table_ptr + (offset + index.to(tl.int64))[:, None] * F + feats[None, :]
+            row = (offset + index.to(tl.int64)) * F
+            ptrs = table_ptr + row[:, None] + feats[None, :]
             if NEED_TABLE:
-                gptrs = gtable_ptr + (offset + index.to(tl.int64))[:, None] * F + feats[None, :]
-                tl.atomic_add(gptrs, w[:, None] * grad, mask=live[:, None])
+                # relaxed: nothing reads the sums until the kernel ends (a fire-and-forget reduction)
+                tl.atomic_add(gtable_ptr + row[:, None] + feats[None, :], w[:, None] * grad, mask=live[:, None],
+                              sem="relaxed")
             if NEED_X:
                 dot = tl.sum(tl.load(ptrs, mask=live[:, None], other=0.0).to(tl.float32) * grad, axis=1)  # [BLOCK]
                 if D == 3:
