@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float16"], choices=["float32", "float16"])
     ap.add_argument("--backends", nargs="+", default=None,
                     help="subset of torch compile triton tcnn (default: every available one)")
+    ap.add_argument("--compile-log2-points", type=int, nargs="+", default=None,
+                    help="sizes at which torch.compile is timed (default: every size on a CPU, 20 on CUDA: "
+                         "each size and grad mode is a fresh compilation)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs (default 20 on CUDA, 3 on a CPU)")
     ap.add_argument("--interpreter-points", type=int, default=4096,
                     help="points for the CPU-only Triton interpreter row (0 to skip)")
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.log2_points or ([18, 20, 22] if cuda else [18, 20])
     runs = args.runs or (20 if cuda else 3)
     warmup = 5 if cuda else 1
+    compile_sizes = args.compile_log2_points or ([20] if cuda else sizes)
     backends = args.backends or (["torch", "compile", "triton"] + (["tcnn"] if _has_tcnn() else []) if cuda
                                  else ["torch", "compile"])
     print(f"machine: {machine(device)}; {platform.python_implementation()} {platform.python_version()}", flush=True)
@@ -176,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             floors = floor_bytes(n, ref.layout, touched_rows(xs[0], ref.layout), table_bytes)
             ref_ms = None
             for backend in backends:
+                if backend == "compile" and log2n not in compile_sizes:
+                    continue
                 enc, call = _encoder(backend, base, ref, device)
                 if enc is None:
                     continue

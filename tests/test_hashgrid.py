@@ -473,3 +473,26 @@ def test_triton_kernels_compile_for_hopper_without_a_gpu():
             assert "red.global.gpu.relaxed.add.v2.f32=" in ops and "atom.global" not in ops, line
         if dtype == "fp32":  # a corner's two float32 features in one 8-byte load
             assert "ld.global.v2.b32=" in ops, line
+
+
+def test_benchmark_runs_and_counts_the_floor(tmp_path, capsys):
+    from scripts import bench_hashgrid as bench
+
+    lay = grid_layout(HashGridConfig())
+    # every row of a 2^4-entry toy table read: floor = points + features + touched rows
+    toy = grid_layout(HashGridConfig(input_dim=2, num_levels=1, log2_table_size=4, base_resolution=4,
+                                     per_level_scale=1.0))
+    x = torch.rand(4096, 2)
+    assert bench.touched_rows(x, toy) == toy.num_entries == 16
+    f = bench.floor_bytes(4096, toy, 16, 4)
+    assert f["fwd"] == 4096 * 2 * 4 + 4096 * 2 * 4 + 16 * 2 * 4
+    assert f["bwd"] == 4096 * 2 * 4 + 4096 * 2 * 4 + 16 * 2 * 4
+    assert bench.floor_bytes(1 << 20, lay, lay.num_entries, 2)["bwd"] == (1 << 20) * (12 + 128) + lay.num_entries * 4
+    out = tmp_path / "bench.json"
+    assert bench.main(["--device", "cpu", "--log2-points", "8", "--runs", "1", "--dtypes", "float32",
+                       "--backends", "torch", "--interpreter-points", "0", "--json", str(out)]) == 0
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["pass"] for r in rows] == ["fwd", "bwd", "fwd+bwd"] and all(r["ms"] > 0 for r in rows)
+    assert "x floor" in capsys.readouterr().out
