@@ -16,12 +16,15 @@ conversions are described in ``docs/face_models.md``.
 :func:`fit_model_coefficients` solves for identity and expression coefficients from 3D landmarks
 already aligned in model space (regularised linear least squares), and
 :func:`require_correspondence` is the check every fitting step runs first.
+:func:`transfer_fit` is the second stage of ``talkface fit --face-model bfm|flame``: it carries a
+finished fit of the built-in model (camera, poses, expressions) over to a research model.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -764,3 +767,185 @@ def fit_model_coefficients(
     else:
         e = np.zeros((num_t, 0))
     return a, e
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-stage fit: carry a built-in fit over to a research model
+# ---------------------------------------------------------------------------------------------
+
+TRANSFER_SIGMA_M = 2e-3
+"""Assumed error (metres, per coordinate) of the 3D landmarks the research model is fitted to in
+:func:`transfer_fit`. Those landmarks come from the built-in fit, so they are already smooth
+(mediapipe's ~1 px jitter, about 0.5 mm at 512x512, is mostly filtered by the built-in fit's
+priors); what remains is the correspondence error of :data:`IBUG68_TO_MEDIAPIPE` (each iBUG point
+is a mediapipe vertex picked by its position on a contour, and a research model's own landmark
+vertices were annotated differently), which is of the order of millimetres. 2 mm is that
+order."""
+
+TRANSFER_JAW_WEIGHT = 0.25
+"""Weight of the landmarks on the face outline (mediapipe's ``FACE_OVAL``: iBUG's jaw line) in
+:func:`transfer_fit`. mediapipe's outline points slide over the face as the head turns (they
+follow the silhouette), so they correspond to fixed model vertices only approximately: a quarter
+weight is an error twice as large as the other points'."""
+
+TRANSFER_SCALE_WARN = (0.5, 2.0)
+"""A similarity scale outside this range between the built-in fit's model space and a research
+model's (both metres) is reported as a probable units problem: the two disagree on face size by
+at most ~1.5x (the built-in model's size is set by ``FitConfig.inter_ocular_m``, a population
+value), while a file in the wrong units is off by 10x or more."""
+
+
+@dataclass
+class TransferredFit:
+    """A built-in fit re-expressed with a research model (``T`` frames, ``L`` correspondences)."""
+
+    id_coeffs: np.ndarray
+    """``[Ki]`` identity coefficients (one for the video)."""
+    exp_coeffs: np.ndarray
+    """``[T, Ke]`` expression coefficients."""
+    rotation_matrices: np.ndarray
+    """``[T, 3, 3]`` head rotations for the research model: ``p_camera = R @ p_model + t``."""
+    translations: np.ndarray
+    """``[T, 3]`` metres."""
+    scale: float
+    """``s`` of the similarity ``p_research = s Q p_builtin + u`` between the two model spaces."""
+    rotation: np.ndarray
+    """``[3, 3]`` ``Q`` of that similarity."""
+    offset: np.ndarray
+    """``[3]`` ``u`` of that similarity, metres."""
+    landmarks_2d: np.ndarray
+    """``[T, L, 2]`` the research model's fitted landmark vertices projected with ``K`` and the
+    re-expressed pose, pixels."""
+    reprojection_error: np.ndarray
+    """``[T]`` mean distance (pixels) between :attr:`landmarks_2d` and the observed landmarks at
+    ``model.landmark_mediapipe``; NaN on frames not fitted (``valid`` False)."""
+    info: dict
+    """Figures for ``meta.json``, JSON-serialisable."""
+
+
+def model_landmarks(model: MorphableModel, id_coeffs=None, exp_coeffs=None) -> np.ndarray:
+    """``model.landmarks(...)`` computed on the landmark vertices only (float64 ``[..., L, 3]``):
+    the same points without building every vertex of every frame (a BFM mesh over a video would
+    take gigabytes)."""
+    lv = model.landmark_vertices
+    p = model.mean[lv].astype(np.float64)
+    if id_coeffs is not None and model.num_id:
+        p = p + np.tensordot(np.asarray(id_coeffs, dtype=np.float64), model.id_basis[:, lv].astype(np.float64), axes=([-1], [0]))
+    if exp_coeffs is not None and model.num_exp:
+        p = p + np.tensordot(np.asarray(exp_coeffs, dtype=np.float64), model.exp_basis[:, lv].astype(np.float64), axes=([-1], [0]))
+    return p
+
+
+def _project(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """``points [T, L, 3]`` model space -> ``[T, L, 2]`` pixels under ``R [T, 3, 3]``, ``t [T, 3]``."""
+    cam = np.einsum("tij,tlj->tli", R, points) + t[:, None]
+    proj = cam @ np.asarray(K, dtype=np.float64).T
+    return proj[..., :2] / proj[..., 2:3]
+
+
+def transfer_fit(
+    model: MorphableModel,
+    builtin: MorphableModel,
+    builtin_exp: np.ndarray,
+    rotation_matrices: np.ndarray,
+    translations: np.ndarray,
+    K: np.ndarray,
+    valid: np.ndarray,
+    observed_px: np.ndarray,
+    *,
+    sigma_m: float = TRANSFER_SIGMA_M,
+    jaw_weight: float = TRANSFER_JAW_WEIGHT,
+) -> TransferredFit:
+    """Second stage of ``talkface fit --face-model bfm|flame``: a research model's identity,
+    expressions and head poses from a finished fit of the built-in model.
+
+    ``builtin`` (mediapipe topology, ``V = 478``), ``builtin_exp [T, Kb]``, ``rotation_matrices
+    [T, 3, 3]``, ``translations [T, 3]`` and ``K`` are the built-in fit
+    (:class:`recon.fitting.FitResult`); ``valid [T]`` its fitted frames; ``observed_px
+    [T, 478, >=2]`` mediapipe's landmarks (pixels), used only to measure the result.
+
+    1. The built-in model's landmarks of every frame, in its model space (the head pose removed),
+       at the mediapipe points the research model corresponds to (``model.landmark_mediapipe``).
+    2. ONE similarity ``p_research = s Q p_builtin + u`` between the two model spaces, by robust
+       Procrustes (:func:`recon.fitting.robust_similarity_align`) of the built-in neutral's
+       landmarks onto the research model's mean landmarks. Every frame's landmarks are mapped
+       with it. (Re-aligning to the fitted identity's neutral and refitting, in alternation, was
+       tried and is worse: on the synthetic subject each round lets the identity absorb more of
+       the built-in shape's errors, and the scale, the reprojection error and the jaw correlation
+       all drift away, 1.39 -> 1.80 px over 12 rounds.)
+    3. :func:`fit_model_coefficients`: one identity from the fitted frames, then an expression per
+       frame with that identity fixed. ``exp_reg = sigma_m**2`` is the MAP weight for landmark
+       errors of ``sigma_m`` (:data:`TRANSFER_SIGMA_M`) and unit-variance coefficients. The
+       identity's weight is ``id_reg = n_frames * sigma_m**2``: the correspondence error is the
+       same in every frame, so the frames are not independent evidence about the identity (with
+       ``sigma_m**2`` the identity would fit that fixed error with ever more confidence as the
+       video gets longer). Outline points weigh ``jaw_weight`` (:data:`TRANSFER_JAW_WEIGHT`).
+    4. The head pose re-expressed for the research model: a built-in point ``X`` is the research
+       point ``Y = s Q X + u``, so ``R X + t = (R Q^T Y + s t - R Q^T u) / s``. Projection ignores
+       a common factor, so ``R' = R Q^T``, ``t' = s t - R' u`` project the research model's
+       landmarks onto the same pixels as the built-in ones: the research model keeps its own metric
+       size, and the head sits ``s`` times as far from the camera (the scale goes into the
+       depth, which the landmarks cannot tell apart from size).
+
+    Limits: 68 (or 51, 105) sparse points determine the identity and the expressions, and only
+    through motions the built-in model's expression basis captured. Research-model components
+    that move those points little, or not independently, are left near zero by the prior.
+    """
+    from recon import topology as T
+    from recon.fitting import robust_similarity_align
+
+    require_correspondence(model)
+    mp = np.asarray(model.landmark_mediapipe, dtype=np.int64)
+    if builtin.num_vertices < T.NUM_LANDMARKS or mp.max() >= builtin.num_vertices:
+        raise ValueError(f"the built-in model must have mediapipe's {T.NUM_LANDMARKS} vertices, got {builtin.num_vertices}")
+    valid = np.asarray(valid, dtype=bool)
+    num_t = len(valid)
+    if not valid.any():
+        raise TalkfaceError("no fitted frame to carry over to the face model")
+    exp_b = np.asarray(builtin_exp, dtype=np.float64).reshape(num_t, -1)
+    x_neutral = builtin.mean[mp].astype(np.float64)  # [L, 3]
+    x = x_neutral + (np.tensordot(exp_b, builtin.exp_basis[:, mp].astype(np.float64), axes=([-1], [0]))
+                     if builtin.num_exp else 0.0)  # [T, L, 3]
+    weights = np.where(np.isin(mp, T.FACE_OVAL), float(jaw_weight), 1.0)
+    sigma2 = float(sigma_m) ** 2
+    n_valid = int(valid.sum())
+    s, Q, u, rms = robust_similarity_align(x_neutral, model_landmarks(model)[None])
+    s, Q, u = float(s[0]), Q[0], u[0]
+    y = s * x @ Q.T + u  # [T, L, 3] research model space
+    id_coeffs, _ = fit_model_coefficients(model, y[valid], id_reg=n_valid * sigma2, exp_reg=sigma2, weights=weights)
+    _, exp = fit_model_coefficients(model, y, exp_reg=sigma2, weights=weights, id_coeffs=id_coeffs)
+
+    R = np.asarray(rotation_matrices, dtype=np.float64)
+    R2 = R @ Q.T
+    t2 = s * np.asarray(translations, dtype=np.float64) - R2 @ u
+    fitted = model_landmarks(model, id_coeffs, exp)  # [T, L, 3]
+    px = _project(fitted, R2, t2, K)
+    obs = np.asarray(observed_px, dtype=np.float64)[:, mp, :2]
+    err = np.linalg.norm(px - obs, axis=-1).mean(axis=1)
+    err[~valid] = np.nan
+    builtin_px = _project(x, R, np.asarray(translations, dtype=np.float64), K)
+    transfer_px = np.linalg.norm(px - builtin_px, axis=-1).mean(axis=1)[valid]
+    resid = np.sqrt(np.mean(np.sum((fitted - y)[valid] ** 2, axis=-1)))
+    warnings = []
+    lo, hi = TRANSFER_SCALE_WARN
+    if not lo <= s <= hi:
+        warnings.append(
+            f"the similarity scale between the built-in fit and the {model.name} model is {s:.3g} (expected about 1:"
+            " both are in metres); the model file's units are probably not what the loader assumed"
+            f" (unit_scale_m = {model.meta.get('unit_scale_m')})"
+        )
+    info = {
+        "landmarks_used": int(len(mp)),
+        "similarity_scale": s,
+        "similarity_rms_mm": round(float(rms[0]) * 1e3, 4),
+        "landmark_fit_rms_mm": round(float(resid) * 1e3, 4),
+        "reprojection_error_px": float(np.nanmean(err)),
+        "vs_builtin_px": float(transfer_px.mean()),
+        "sigma_m": float(sigma_m),
+        "id_reg": n_valid * sigma2,
+        "exp_reg": sigma2,
+        "jaw_weight": float(jaw_weight),
+        "warnings": warnings,
+    }
+    return TransferredFit(id_coeffs=id_coeffs, exp_coeffs=exp, rotation_matrices=R2, translations=t2, scale=s,
+                          rotation=Q, offset=u, landmarks_2d=px, reprojection_error=err, info=info)

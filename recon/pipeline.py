@@ -10,7 +10,9 @@ Stages (each resumable, see :mod:`recon.stages`):
    ``masks/``, ``landmarks_raw.npz``, ``background.png``.
 2. ``audio``: the audio track to ``audio.wav`` (16 kHz mono), or a record that there is none.
 3. ``fit``: camera, head pose, per-subject morphable model and expression (:mod:`recon.fitting`);
-   eyes (:mod:`recon.eyes`). Writes ``face_model.npz`` and ``track.npz``.
+   eyes (:mod:`recon.eyes`). With ``--face-model bfm|flame`` the fit is then carried over to that
+   research model (:func:`recon.face_models.transfer_fit`). Writes ``face_model.npz`` and
+   ``track.npz``.
 4. ``transforms``: the train/val split and ``transforms_train.json`` / ``transforms_val.json``.
 5. ``preview``: ``preview.mp4`` (fitted mesh and landmarks over the video) and ``tracks.png``.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tyro.conf import Positional
@@ -30,7 +33,7 @@ from recon.fitting import FitConfig
 from recon.masks import MaskConfig
 from recon.tracking import TrackingConfig
 from recon.working_size import WorkingSizeConfig
-from render.errors import MediaError
+from render.errors import MediaError, TalkfaceError
 
 VERSION = "0.1.0"
 
@@ -67,6 +70,18 @@ class FitPipelineConfig:
     """Person / head / torso masks and the background plate."""
     fit: FitConfig = field(default_factory=FitConfig)
     """Camera, pose and expression fitting."""
+    face_model: Literal["builtin", "bfm", "flame"] = "builtin"
+    """The morphable model written to face_model.npz and track.npz. builtin: mediapipe topology
+    with the subject's own neutral and expression basis (no download). bfm / flame: a research
+    model file you supply (--face-model-path; docs/face_models.md): the built-in fit runs first
+    (camera, pose, expression), then the research model's identity and expressions are fitted
+    to its 3D landmarks and the head pose is re-expressed for it."""
+    face_model_path: Path | None = None
+    """The research model's file: Deep3DFaceRecon's BFM_model_front.mat (bfm) or FLAME 2020's
+    generic_model.pkl (flame). Required with --face-model bfm or flame."""
+    face_model_landmarks: Path | None = None
+    """FLAME's landmark embedding (landmark_embedding.npy, flame_static_embedding.pkl or
+    mediapipe_landmark_embedding.npz). Required with --face-model flame; not used otherwise."""
 
 
 def _frames_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], progress: bool) -> dict:
@@ -151,7 +166,53 @@ def _audio_stage(cfg: FitPipelineConfig, tmp: dict[str, Path], has_audio: bool) 
     return {"has_audio": True, "audio_seconds": round(len(audio) / 16000, 4)}
 
 
-def _fit_stage(cfg: FitPipelineConfig, folder: Path, tmp: dict[str, Path]) -> dict:
+def _external_face_model(cfg: FitPipelineConfig, log=print):
+    """Check the face-model options and load a research model: ``None`` for the built-in model,
+    else ``(model, record)`` with ``record`` = name, files and their SHA-256 (what the fit stage's
+    fingerprint and ``meta.json`` keep). Raises a one-line :class:`TalkfaceError` naming the file
+    for a missing option, a missing, unreadable or malformed file."""
+    from recon.face_models import FaceModelFileError, load_bfm, load_flame, require_correspondence
+    from recon.stages import file_sha256
+
+    choice = cfg.face_model
+    path, landmarks = cfg.face_model_path, cfg.face_model_landmarks
+    if choice not in ("builtin", "bfm", "flame"):
+        raise TalkfaceError(f"--face-model must be builtin, bfm or flame, got {choice!r}")
+    if choice == "builtin":
+        if path is not None or landmarks is not None:
+            given = str(path if path is not None else landmarks)
+            raise TalkfaceError(
+                f"{given}: --face-model-path / --face-model-landmarks are only used with --face-model bfm or flame"
+                " (the default, builtin, needs no file)"
+            )
+        return None
+    if path is None:
+        expected = "BFM_model_front.mat" if choice == "bfm" else "generic_model.pkl"
+        raise TalkfaceError(f"--face-model {choice} needs --face-model-path (the model file, e.g. {expected})")
+    path = Path(path)
+    if choice == "bfm" and landmarks is not None:
+        raise TalkfaceError(f"{landmarks}: --face-model-landmarks is only used with --face-model flame"
+                            " (BFM_model_front.mat has its own keypoints)")
+    if choice == "flame" and landmarks is None:
+        raise TalkfaceError(
+            f"{path}: --face-model flame needs --face-model-landmarks (FLAME's landmark embedding:"
+            " landmark_embedding.npy, flame_static_embedding.pkl or mediapipe_landmark_embedding.npz)"
+        )
+    try:
+        model = load_bfm(path) if choice == "bfm" else load_flame(path, landmarks)
+        require_correspondence(model)
+        record = {"name": choice, "file": str(path.resolve()), "sha256": file_sha256(path)}
+        if landmarks is not None:
+            record.update(landmarks_file=str(Path(landmarks).resolve()), landmarks_sha256=file_sha256(landmarks))
+    except OSError as err:  # e.g. no read permission
+        raise FaceModelFileError(f"{err.filename or path}: cannot read the face-model file ({err.strerror or err})") from None
+    log(f"[fit] face model {choice}: {path} ({model.num_vertices} vertices, {model.num_id} identity and"
+        f" {model.num_exp} expression components, {len(model.landmark_vertices)} landmarks)")
+    return model, record
+
+
+def _fit_stage(cfg: FitPipelineConfig, folder: Path, tmp: dict[str, Path], external=None, log=print) -> dict:
+    """Stage 3. ``external``: ``(model, record)`` from :func:`_external_face_model`, or None."""
     from recon.eyes import blink_signal, gaze
     from recon.fitting import fit_video
     from recon.tracking import LandmarkTrack
@@ -159,19 +220,46 @@ def _fit_stage(cfg: FitPipelineConfig, folder: Path, tmp: dict[str, Path]) -> di
 
     track = LandmarkTrack.load(folder / "landmarks_raw.npz")
     res = fit_video(track.landmarks, track.usable, track.frame_size, cfg.fit, fps=track.fps)
-    res.model.save(tmp["face_model.npz"])
     blink = blink_signal(track.landmarks, track.usable)
     gz = gaze(track.landmarks)
+    usable = track.usable
+    info = {"reprojection_error_px": float(np.nanmean(res.reprojection_error[usable])),
+            "focal_px": float(res.K[0, 0]), "expression_components": int(res.model.num_exp)}
+    pose = {"rotation": res.rotations.astype(np.float64), "rotation_matrix": res.rotation_matrices.astype(np.float64),
+            "translation": res.translations.astype(np.float64)}
+    extra = {}
+    if external is None:
+        model = res.model
+        expression = res.exp_coeffs.astype(np.float32)
+        identity = np.zeros(res.model.num_id, dtype=np.float32) if res.id_coeffs is None else res.id_coeffs.astype(np.float32)
+    else:
+        from recon.face_models import transfer_fit
+        from render.rotations import matrix_to_axis_angle
+
+        model, record = external
+        tr = transfer_fit(model, res.model, res.exp_coeffs, res.rotation_matrices, res.translations, res.K,
+                          res.valid, track.landmarks)
+        expression = tr.exp_coeffs.astype(np.float32)
+        identity = tr.id_coeffs.astype(np.float32)
+        pose = {"rotation": matrix_to_axis_angle(tr.rotation_matrices).astype(np.float64),
+                "rotation_matrix": tr.rotation_matrices.astype(np.float64),
+                "translation": tr.translations.astype(np.float64)}
+        extra = {"model_landmarks_2d": tr.landmarks_2d.astype(np.float32),
+                 "model_reprojection_error": tr.reprojection_error.astype(np.float32)}
+        info = {**info, "builtin_expression_components": info["expression_components"],
+                "expression_components": int(model.num_exp), "identity_components": int(model.num_id),
+                "face_model": {**record, **tr.info}}
+        for w in tr.info["warnings"]:
+            log(f"[fit] warning: {w}")
+    model.save(tmp["face_model.npz"])
     save_npz(
         tmp["track.npz"],
         fps=np.float64(track.fps),
         image_size=np.array(track.frame_size, dtype=np.int64),
         intrinsics=res.K,
-        rotation=res.rotations.astype(np.float64),
-        rotation_matrix=res.rotation_matrices.astype(np.float64),
-        translation=res.translations.astype(np.float64),
-        expression=res.exp_coeffs.astype(np.float32),
-        identity=np.zeros(res.model.num_id, dtype=np.float32) if res.id_coeffs is None else res.id_coeffs.astype(np.float32),
+        **pose,
+        expression=expression,
+        identity=identity,
         blink=np.nan_to_num(blink).astype(np.float32),
         gaze=np.nan_to_num(gz).astype(np.float32),
         landmarks_2d=track.landmarks[..., :2].astype(np.float32),
@@ -180,10 +268,9 @@ def _fit_stage(cfg: FitPipelineConfig, folder: Path, tmp: dict[str, Path]) -> di
         detected=track.detected,
         valid=track.usable,
         interpolated=track.interpolated,
+        **extra,
     )
-    usable = track.usable
-    return {"reprojection_error_px": float(np.nanmean(res.reprojection_error[usable])),
-            "focal_px": float(res.K[0, 0]), "expression_components": int(res.model.num_exp)}
+    return info
 
 
 def _transforms_stage(cfg: FitPipelineConfig, folder: Path, tmp: dict[str, Path]) -> dict:
@@ -210,6 +297,7 @@ def run_fit(cfg: FitPipelineConfig, progress: bool = True, log=print) -> Path:
     info = probe(video)
     if not info.has_video:
         raise MediaError(f"cannot read video {video}: no video stream")
+    external = _external_face_model(cfg, log)  # bad face-model options fail here, before any stage
     source = {"file": str(video.resolve()), "sha256": file_sha256(video)}
     base = {"toolkit_version": VERSION, "source": source, "fps": cfg.fps, "kind": "subject"}
     runner = StageRunner(Path(cfg.out), base, log=log)
@@ -227,9 +315,15 @@ def run_fit(cfg: FitPipelineConfig, progress: bool = True, log=print) -> Path:
         if tmp is not None:
             meta["audio_info"] = _audio_stage(cfg, tmp, info.has_audio)
     k_fit = fingerprint("fit", k_frames, asdict(cfg.fit))
+    if external is not None:  # the file's content, not its path, and the transfer's settings
+        from recon import face_models as fm
+
+        record = external[1]
+        k_fit = fingerprint("fit", k_frames, asdict(cfg.fit), record["name"], record["sha256"],
+                            record.get("landmarks_sha256"), fm.TRANSFER_SIGMA_M, fm.TRANSFER_JAW_WEIGHT)
     with runner.stage("fit", k_fit, ["face_model.npz", "track.npz"]) as tmp:
         if tmp is not None:
-            meta["fit_info"] = _fit_stage(cfg, folder, tmp)
+            meta["fit_info"] = _fit_stage(cfg, folder, tmp, external, log)
     k_tr = fingerprint("transforms", k_fit, cfg.val_fraction)
     with runner.stage("transforms", k_tr, ["transforms_train.json", "transforms_val.json"]) as tmp:
         if tmp is not None:

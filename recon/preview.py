@@ -7,11 +7,27 @@ from pathlib import Path
 
 import numpy as np
 
+MAX_WIREFRAME_EDGES = 20000
+"""Meshes with more edges (BFM: ~105k) are drawn as a vertex subsample instead of a wireframe:
+a wireframe that dense is a solid blob at preview resolution, and slow to draw."""
+MAX_DOTS = 4000
+"""Vertices drawn (evenly strided) for a mesh too dense for a wireframe."""
+_CHUNK_VALUES = 4_000_000
+"""Frames are projected in chunks of at most this many vertices x frames (bounds memory)."""
 
-def fitted_vertices_2d(model, track: dict) -> np.ndarray:
-    """Project the fitted model of every frame: ``[T, V, 2]`` pixels."""
-    verts = model.vertices(track["identity"] if model.num_id else None, track["expression"])  # [T, V, 3]
-    cam = np.einsum("tij,tvj->tvi", track["rotation_matrix"], verts) + track["translation"][:, None]
+
+def fitted_vertices_2d(model, track: dict, vertices: np.ndarray | None = None,
+                       frames: slice = slice(None)) -> np.ndarray:
+    """Project the fitted model: ``[T, V, 2]`` pixels (``vertices``: only those, ``frames``: only
+    those frames)."""
+    if vertices is not None:
+        from dataclasses import replace
+
+        model = replace(model, mean=model.mean[vertices], id_basis=model.id_basis[:, vertices],
+                        exp_basis=model.exp_basis[:, vertices], landmark_vertices=np.zeros(0, dtype=np.int64),
+                        landmark_mediapipe=np.zeros(0, dtype=np.int64), uv=None)
+    verts = model.vertices(track["identity"] if model.num_id else None, track["expression"][frames])  # [T, V, 3]
+    cam = np.einsum("tij,tvj->tvi", track["rotation_matrix"][frames], verts) + track["translation"][frames][:, None]
     proj = cam @ track["intrinsics"].T
     return proj[..., :2] / proj[..., 2:3]
 
@@ -45,20 +61,35 @@ def write_preview(folder: Path, video_path: Path, plot_path: Path, progress: boo
     model = MorphableModel.load(folder / "face_model.npz")
     with np.load(folder / "track.npz") as z:
         track = {k: z[k] for k in z.files}
-    pts = fitted_vertices_2d(model, track)
     edges = _mesh_edges(model.faces)
+    sub = None
+    if len(edges) > MAX_WIREFRAME_EDGES:
+        used = np.unique(model.faces)
+        sub = used[:: max(1, int(np.ceil(len(used) / MAX_DOTS)))]
+        edges = None
+    n_frames = len(track["expression"])
+    chunk = max(1, _CHUNK_VALUES // (model.num_vertices if sub is None else len(sub)))
+    pts = None
     raw = track["landmarks_2d"]
+    model_lm = track.get("model_landmarks_2d")  # research models: their landmark vertices
     valid = track["valid"]
     audio = load_audio(folder / "audio.wav") if (folder / "audio.wav").is_file() else None
     fps = float(track["fps"])
     # A check for the eye, not a deliverable: the fastest x264 preset keeps it cheap.
     with VideoWriter(video_path, fps=fps, audio=audio, sample_rate=16000, crf=23, preset=preset) as writer:
-        for k in tqdm(range(len(pts)), desc="fit: preview", unit="frame", disable=not progress):
+        for k in tqdm(range(n_frames), desc="fit: preview", unit="frame", disable=not progress):
+            if k % chunk == 0:
+                pts = fitted_vertices_2d(model, track, sub, slice(k, k + chunk))
             img = cv2.imread(str(folder / "frames" / f"{k:06d}.jpg"))
             if valid[k]:
-                lines = np.round(pts[k][edges] * 4).astype(np.int32)  # 2 fractional bits
-                cv2.polylines(img, list(lines), False, (80, 220, 80), 1, cv2.LINE_AA, shift=2)
+                if edges is not None:
+                    lines = np.round(pts[k % chunk][edges] * 4).astype(np.int32)  # 2 fractional bits
+                    cv2.polylines(img, list(lines), False, (80, 220, 80), 1, cv2.LINE_AA, shift=2)
+                else:
+                    _dots(img, pts[k % chunk], (80, 220, 80))
                 _dots(img, raw[k], (40, 40, 255))
+                if model_lm is not None:
+                    _dots(img, model_lm[k], (255, 200, 0))
             else:
                 cv2.putText(img, "no face", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)
             writer.write(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
