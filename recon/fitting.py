@@ -90,7 +90,7 @@ class FitConfig:
     pose-dependent distortion a wrong focal leaves in the aligned shapes."""
     principal_point: tuple[float, float] | None = None
     """``(cx, cy)`` in pixels; default the image centre ``((W - 1) / 2, (H - 1) / 2)``."""
-    inter_ocular_m: float = 0.063
+    inter_ocular_m: float = T.OUTER_EYE_CORNER_DISTANCE_M
     """Distance between the outer eye corners that sets the model's metric scale, metres."""
     max_exp_components: int = 32
     """Upper bound on the built-in model's expression components."""
@@ -208,7 +208,7 @@ def intrinsics(focal: float, image_size: tuple[int, int], principal_point: tuple
     return np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
 
 
-def lift_frames(landmarks_px: np.ndarray, K: np.ndarray, inter_ocular_m: float = 0.063) -> np.ndarray:
+def lift_frames(landmarks_px: np.ndarray, K: np.ndarray, inter_ocular_m: float = T.OUTER_EYE_CORNER_DISTANCE_M) -> np.ndarray:
     """:func:`recon.landmarks.lift_to_metric` for every frame at once: ``[T, L, 3]`` pixels ->
     ``[T, L, 3]`` camera space, metres. Each frame projects exactly onto its pixels; its depth
     scale is only approximate (the 2D inter-ocular distance shrinks when the head turns), which
@@ -311,7 +311,8 @@ def _frontal_frame(ref: np.ndarray, at: dict[int, int]) -> tuple[np.ndarray, np.
     y /= np.linalg.norm(y)
     z = np.cross(x, y)
     Q = np.stack([x, y, z])
-    origin = ref[at[6]] + 0.08 * np.linalg.norm(ref[at[T.LEFT_EYE_CORNERS[0]]] - ref[at[T.RIGHT_EYE_CORNERS[0]]]) / 0.063 * z
+    eye_width = np.linalg.norm(ref[at[T.LEFT_EYE_CORNERS[0]]] - ref[at[T.RIGHT_EYE_CORNERS[0]]])
+    origin = ref[at[6]] + 0.08 * eye_width / T.OUTER_EYE_CORNER_DISTANCE_M * z
     return Q, origin
 
 

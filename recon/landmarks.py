@@ -87,16 +87,19 @@ def reference_landmarks() -> np.ndarray:
     return detect_image_landmarks(reference_photo(), "skimage.data.astronaut()")
 
 
-def lift_to_metric(landmarks_px: np.ndarray, K: np.ndarray, inter_ocular_m: float = 0.063) -> np.ndarray:
+def lift_to_metric(landmarks_px: np.ndarray, K: np.ndarray, inter_ocular_m: float | None = None) -> np.ndarray:
     """Lift mediapipe landmarks ``[N, 3]`` (pixels) to a metric 3D face ``[N, 3]`` in camera space.
 
     The face is placed at the depth where its outer-eye-corner distance is ``inter_ocular_m``
+    (default :data:`recon.topology.OUTER_EYE_CORNER_DISTANCE_M`)
     under the pinhole intrinsics ``K: [3, 3]``; each point is back-projected through its pixel at
     depth ``Z0 + z * Z0 / f`` (mediapipe's relative depth, in pixels, converted with the same
     scale as x and y). The result projects exactly onto the input pixels.
     """
-    from recon.topology import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS
+    from recon.topology import LEFT_EYE_CORNERS, OUTER_EYE_CORNER_DISTANCE_M, RIGHT_EYE_CORNERS
 
+    if inter_ocular_m is None:
+        inter_ocular_m = OUTER_EYE_CORNER_DISTANCE_M
     landmarks_px = np.asarray(landmarks_px, dtype=np.float64)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     f = 0.5 * (fx + fy)

@@ -48,6 +48,11 @@ LEFT_EYE_UPPER = (263, 466, 388, 387, 386, 385, 384, 398, 362)
 LEFT_EYE_LOWER = (263, 249, 390, 373, 374, 380, 381, 382, 362)
 RIGHT_EYE_CORNERS = (33, 133)
 LEFT_EYE_CORNERS = (263, 362)
+OUTER_EYE_CORNER_DISTANCE_M = 0.090
+"""Typical adult distance between the outer eye corners (landmarks 33 and 263; the biocular width,
+exocanthion to exocanthion, is about 87-91 mm in adult anthropometric surveys). It sets the metric
+scale of faces lifted from images: a face is placed at the depth where its outer corners are this
+far apart. (The 63 mm often quoted is the distance between the pupils.)"""
 RIGHT_EYE_LID_MID = (159, 145)
 """Upper, lower lid midpoints of the right eye."""
 LEFT_EYE_LID_MID = (386, 374)

@@ -55,7 +55,7 @@ def analytic_landmarks(frames: int, size: int = 512, focal: float = 1200.0, fps:
 
     euler = np.deg2rad(np.stack([wave(0.2, 14.0) + wave(0.5, 6.0), wave(0.3, 6.0), wave(0.25, 4.0)], 1))
     R = euler_to_matrix(euler[:, 0], euler[:, 1], euler[:, 2])
-    depth = focal * 0.063 / 100.0  # inter-ocular distance about 100 px
+    depth = focal * T.OUTER_EYE_CORNER_DISTANCE_M / 100.0  # outer eye corners about 100 px apart
     trans = np.stack([wave(0.1, 0.01), wave(0.15, 0.01), depth + wave(0.1, 0.02)], 1)
     syllables = np.clip(np.sin(2 * np.pi * 4.0 * t + 0.8 * np.sin(2 * np.pi * 0.7 * t)), 0, None)
     syllables = syllables * (0.5 + 0.5 * np.abs(wave(0.3, 1.0)))

@@ -247,7 +247,8 @@ def test_build_subject_model_is_the_documented_model(tmp_path):
     # corners; frontal axes.
     np.testing.assert_allclose(np.sqrt((init.exp_coeffs**2).mean(0)), 1.0, atol=1e-6)
     iod = model.mean[T.LEFT_EYE_CORNERS[0]] - model.mean[T.RIGHT_EYE_CORNERS[0]]
-    assert abs(np.linalg.norm(iod) - 0.063) < 1e-3 and iod[0] > 0.06  # x: image right
+    width = T.OUTER_EYE_CORNER_DISTANCE_M
+    assert abs(np.linalg.norm(iod) - width) < 1e-3 and iod[0] > 0.95 * width  # x: image right
     assert model.mean[T.CHIN, 1] > model.mean[T.FOREHEAD, 1]  # y: down
     assert model.mean[T.NOSE_TIP, 2] < model.mean[T.RIGHT_EYE_CORNERS[0], 2]  # z: away from the camera
     # The exact analytic data are reproduced by the closed-form start: poses exact up to one rotation.

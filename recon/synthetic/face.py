@@ -143,13 +143,20 @@ def _smooth_on_mesh(values: np.ndarray, faces: np.ndarray, fixed: np.ndarray, it
     return v
 
 
+RIG_AUTHORED_EYE_WIDTH_M = 0.063
+"""Outer-eye-corner distance of the synthetic face (metres; smaller than the adult 90 mm of
+:data:`recon.topology.OUTER_EYE_CORNER_DISTANCE_M`, so the photo's face sits closer to the camera
+and shows more perspective) and of the face the rig's displacements were authored on; the rig
+scales them to the face it is given."""
+
+
 def _author_rig(lm: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Displacement fields ``[R, 478, 3]`` of the rig on the 3D landmarks ``lm: [478, 3]``."""
     frame = _face_frame(lm)
     mouth_c = 0.5 * (lm[T.LIP_MID_INNER[0]] + lm[T.LIP_MID_INNER[1]])
     q = (lm - mouth_c) @ frame  # face-local coordinates: x to subject's left, y down, z into face
     iod = np.linalg.norm(lm[T.LEFT_EYE_CORNERS[0]] - lm[T.RIGHT_EYE_CORNERS[0]])
-    s = iod / 0.063  # scale relative to an average adult face; displacements below are for s = 1
+    s = iod / RIG_AUTHORED_EYE_WIDTH_M  # the displacements below are in metres for s = 1
     mouth_w = np.linalg.norm(lm[T.MOUTH_CORNERS_OUTER[1]] - lm[T.MOUTH_CORNERS_OUTER[0]])
     n = len(lm)
     rig = np.zeros((len(RIG_NAMES), n, 3))
@@ -253,7 +260,7 @@ def build_synthetic_face(size: int = 512, focal: float = 1200.0, grid_step: int 
     h, w = photo.shape[:2]
     K = np.array([[focal, 0, (w - 1) / 2], [0, focal, (h - 1) / 2], [0, 0, 1]], dtype=np.float64)
     lm_px = detect_image_landmarks(photo, "the synthetic subject's portrait")
-    lm = lift_to_metric(lm_px, K)
+    lm = lift_to_metric(lm_px, K, inter_ocular_m=RIG_AUTHORED_EYE_WIDTH_M)  # a small face, 0.7 m away
     xy = lm_px[:, :2]
 
     face_tris = T.face_triangles(lm_px)
