@@ -26,6 +26,58 @@ log = logging.getLogger(__name__)
 
 
 @triton.jit
+def _clamped(x_ptr, rows, live, axis: tl.constexpr, D: tl.constexpr):
+    """Coordinate ``axis`` of the points ``rows``, raw and clamped to [0, 1]."""
+    raw = tl.load(x_ptr + rows * D + axis, mask=live, other=0.0)
+    return raw, tl.minimum(tl.maximum(raw, 0.0), 1.0)
+
+
+@triton.jit
+def _level(offsets_ptr, sizes_ptr, scales_ptr, res_ptr, hashed_ptr, level):
+    """Level ``level``'s first row (int64), size and resolution (uint32), scale, hashed flag."""
+    offset = tl.load(offsets_ptr + level)
+    size = tl.load(sizes_ptr + level).to(tl.uint32)
+    scale = tl.load(scales_ptr + level)
+    res = tl.load(res_ptr + level).to(tl.uint32)
+    hashed = tl.load(hashed_ptr + level) != 0
+    return offset, size, scale, res, hashed
+
+
+@triton.jit
+def _axis(x, scale, SMOOTH: tl.constexpr):
+    """One axis at one level: the cell (uint32), the upper corner's weight ``t`` and the slope
+    ``dt/dp`` of that weight against the grid position (1 for linear interpolation)."""
+    p = x * scale + 0.5
+    c = tl.floor(p)
+    t = p - c
+    slope = t * 0.0 + 1.0
+    if SMOOTH:
+        slope = 6.0 * t * (1.0 - t)
+        t = t * t * (3.0 - 2.0 * t)
+    return c.to(tl.int32).to(tl.uint32), t, slope
+
+
+@triton.jit
+def _side(cell, t, UPPER: tl.constexpr):
+    """A corner on one axis: its vertex, its weight factor, and the sign of the factor's slope."""
+    if UPPER:
+        return cell + 1, t, 1.0
+    else:
+        return cell, 1.0 - t, -1.0
+
+
+@triton.jit
+def _row(v0, v1, v2, res, size, hashed, D: tl.constexpr):
+    """The vertex's row within its level (uint32): dense or hashed index, modulo the level size."""
+    hsh = v0 ^ (v1 * 2654435761)
+    dense = v0 + v1 * res
+    if D == 3:
+        hsh = hsh ^ (v2 * 805459861)
+        dense = dense + v2 * res * res
+    return tl.where(hashed, hsh, dense) % size
+
+
+@triton.jit
 def _fwd(x_ptr, table_ptr, out_ptr, offsets_ptr, sizes_ptr, scales_ptr, res_ptr, hashed_ptr,
          N, L,
          D: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
@@ -33,62 +85,25 @@ def _fwd(x_ptr, table_ptr, out_ptr, offsets_ptr, sizes_ptr, scales_ptr, res_ptr,
     rows = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = rows < N
     feats = tl.arange(0, F)
-    x0 = tl.minimum(tl.maximum(tl.load(x_ptr + rows * D, mask=live, other=0.0), 0.0), 1.0)
-    x1 = tl.minimum(tl.maximum(tl.load(x_ptr + rows * D + 1, mask=live, other=0.0), 0.0), 1.0)
+    x0 = _clamped(x_ptr, rows, live, 0, D)[1]
+    x1 = _clamped(x_ptr, rows, live, 1, D)[1]
+    x2 = x0  # unused when D == 2
     if D == 3:
-        x2 = tl.minimum(tl.maximum(tl.load(x_ptr + rows * D + 2, mask=live, other=0.0), 0.0), 1.0)
+        x2 = _clamped(x_ptr, rows, live, 2, D)[1]
     for level in range(L):
-        offset = tl.load(offsets_ptr + level)  # int64
-        size = tl.load(sizes_ptr + level).to(tl.uint32)
-        scale = tl.load(scales_ptr + level)
-        res = tl.load(res_ptr + level).to(tl.uint32)
-        hashed = tl.load(hashed_ptr + level) != 0
-        p0 = x0 * scale + 0.5
-        c0 = tl.floor(p0)
-        t0 = p0 - c0
-        g0 = c0.to(tl.int32).to(tl.uint32)
-        p1 = x1 * scale + 0.5
-        c1 = tl.floor(p1)
-        t1 = p1 - c1
-        g1 = c1.to(tl.int32).to(tl.uint32)
-        if SMOOTH:
-            t0 = t0 * t0 * (3.0 - 2.0 * t0)
-            t1 = t1 * t1 * (3.0 - 2.0 * t1)
-        if D == 3:
-            p2 = x2 * scale + 0.5
-            c2 = tl.floor(p2)
-            t2 = p2 - c2
-            g2 = c2.to(tl.int32).to(tl.uint32)
-            if SMOOTH:
-                t2 = t2 * t2 * (3.0 - 2.0 * t2)
+        offset, size, scale, res, hashed = _level(offsets_ptr, sizes_ptr, scales_ptr, res_ptr, hashed_ptr, level)
+        g0, t0, _slope0 = _axis(x0, scale, SMOOTH)
+        g1, t1, _slope1 = _axis(x1, scale, SMOOTH)
+        g2, t2, _slope2 = _axis(x2, scale, SMOOTH)
         acc = tl.zeros((BLOCK, F), dtype=tl.float32)
         for corner in tl.static_range(2**D):
-            if corner & 1:
-                v0 = g0 + 1
-                w = t0
-            else:
-                v0 = g0
-                w = 1.0 - t0
-            if corner & 2:
-                v1 = g1 + 1
-                w = w * t1
-            else:
-                v1 = g1
-                w = w * (1.0 - t1)
-            hsh = v0 ^ (v1 * 2654435761)
-            dense = v0 + v1 * res
+            v0, a0, _sign0 = _side(g0, t0, corner & 1)
+            v1, a1, _sign1 = _side(g1, t1, corner & 2)
+            v2, a2, _sign2 = _side(g2, t2, corner & 4)
+            w = a0 * a1
             if D == 3:
-                if corner & 4:
-                    v2 = g2 + 1
-                    w = w * t2
-                else:
-                    v2 = g2
-                    w = w * (1.0 - t2)
-                hsh = hsh ^ (v2 * 805459861)
-                dense = dense + v2 * res * res
-            index = tl.where(hashed, hsh, dense) % size
-            entry = offset + index.to(tl.int64)
-            row = entry * F
+                w = w * a2
+            row = (offset + _row(v0, v1, v2, res, size, hashed, D).to(tl.int64)) * F
             values = tl.load(table_ptr + row[:, None] + feats[None, :], mask=live[:, None], other=0.0)
             acc += w[:, None] * values.to(tl.float32)
         col = rows * (L * F) + level * F
@@ -104,101 +119,42 @@ def _bwd(x_ptr, table_ptr, gout_ptr, gtable_ptr, gx_ptr, offsets_ptr, sizes_ptr,
     rows = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = rows < N
     feats = tl.arange(0, F)
-    r0 = tl.load(x_ptr + rows * D, mask=live, other=0.0)
-    r1 = tl.load(x_ptr + rows * D + 1, mask=live, other=0.0)
-    x0 = tl.minimum(tl.maximum(r0, 0.0), 1.0)
-    x1 = tl.minimum(tl.maximum(r1, 0.0), 1.0)
+    r0, x0 = _clamped(x_ptr, rows, live, 0, D)
+    r1, x1 = _clamped(x_ptr, rows, live, 1, D)
+    r2, x2 = r0, x0  # unused when D == 2
+    if D == 3:
+        r2, x2 = _clamped(x_ptr, rows, live, 2, D)
     dx0 = tl.zeros((BLOCK,), dtype=tl.float32)
     dx1 = tl.zeros((BLOCK,), dtype=tl.float32)
-    if D == 3:
-        r2 = tl.load(x_ptr + rows * D + 2, mask=live, other=0.0)
-        x2 = tl.minimum(tl.maximum(r2, 0.0), 1.0)
-        dx2 = tl.zeros((BLOCK,), dtype=tl.float32)
+    dx2 = tl.zeros((BLOCK,), dtype=tl.float32)
     for level in range(L):
-        offset = tl.load(offsets_ptr + level)
-        size = tl.load(sizes_ptr + level).to(tl.uint32)
-        scale = tl.load(scales_ptr + level)
-        res = tl.load(res_ptr + level).to(tl.uint32)
-        hashed = tl.load(hashed_ptr + level) != 0
+        offset, size, scale, res, hashed = _level(offsets_ptr, sizes_ptr, scales_ptr, res_ptr, hashed_ptr, level)
         col = rows * (L * F) + level * F
-        grad = tl.load(gout_ptr + col[:, None] + feats[None, :], mask=live[:, None],
-                       other=0.0).to(tl.float32)  # [BLOCK, F]
-        p0 = x0 * scale + 0.5
-        c0 = tl.floor(p0)
-        t0 = p0 - c0
-        g0 = c0.to(tl.int32).to(tl.uint32)
-        p1 = x1 * scale + 0.5
-        c1 = tl.floor(p1)
-        t1 = p1 - c1
-        g1 = c1.to(tl.int32).to(tl.uint32)
-        if SMOOTH:  # weights and their slopes d weight / d t
-            s0 = 6.0 * t0 * (1.0 - t0)
-            s1 = 6.0 * t1 * (1.0 - t1)
-            t0 = t0 * t0 * (3.0 - 2.0 * t0)
-            t1 = t1 * t1 * (3.0 - 2.0 * t1)
-        else:
-            s0 = tl.full((BLOCK,), 1.0, tl.float32)
-            s1 = tl.full((BLOCK,), 1.0, tl.float32)
-        if D == 3:
-            p2 = x2 * scale + 0.5
-            c2 = tl.floor(p2)
-            t2 = p2 - c2
-            g2 = c2.to(tl.int32).to(tl.uint32)
-            if SMOOTH:
-                s2 = 6.0 * t2 * (1.0 - t2)
-                t2 = t2 * t2 * (3.0 - 2.0 * t2)
-            else:
-                s2 = tl.full((BLOCK,), 1.0, tl.float32)
+        grad = tl.load(gout_ptr + col[:, None] + feats[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+        g0, t0, s0 = _axis(x0, scale, SMOOTH)
+        g1, t1, s1 = _axis(x1, scale, SMOOTH)
+        g2, t2, s2 = _axis(x2, scale, SMOOTH)
         for corner in tl.static_range(2**D):
-            # per axis: the factor of the weight and the sign of its slope
-            if corner & 1:
-                v0 = g0 + 1
-                a0 = t0
-                sign0 = 1.0
-            else:
-                v0 = g0
-                a0 = 1.0 - t0
-                sign0 = -1.0
-            if corner & 2:
-                v1 = g1 + 1
-                a1 = t1
-                sign1 = 1.0
-            else:
-                v1 = g1
-                a1 = 1.0 - t1
-                sign1 = -1.0
-            hsh = v0 ^ (v1 * 2654435761)
-            dense = v0 + v1 * res
+            v0, a0, sign0 = _side(g0, t0, corner & 1)
+            v1, a1, sign1 = _side(g1, t1, corner & 2)
+            v2, a2, sign2 = _side(g2, t2, corner & 4)
             if D == 3:
-                if corner & 4:
-                    v2 = g2 + 1
-                    a2 = t2
-                    sign2 = 1.0
-                else:
-                    v2 = g2
-                    a2 = 1.0 - t2
-                    sign2 = -1.0
-                hsh = hsh ^ (v2 * 805459861)
-                dense = dense + v2 * res * res
                 w = a0 * a1 * a2
             else:
                 w = a0 * a1
-            index = tl.where(hashed, hsh, dense) % size
-            row = (offset + index.to(tl.int64)) * F
-            ptrs = table_ptr + row[:, None] + feats[None, :]
+                a2 = 1.0
+            row = (offset + _row(v0, v1, v2, res, size, hashed, D).to(tl.int64)) * F
             if NEED_TABLE:
                 # relaxed: nothing reads the sums until the kernel ends (a fire-and-forget reduction)
                 tl.atomic_add(gtable_ptr + row[:, None] + feats[None, :], w[:, None] * grad, mask=live[:, None],
                               sem="relaxed")
-            if NEED_X:
-                dot = tl.sum(tl.load(ptrs, mask=live[:, None], other=0.0).to(tl.float32) * grad, axis=1)  # [BLOCK]
+            if NEED_X:  # d w / d x_d = scale * slope_d * sign_d * (the other axes' factors)
+                values = tl.load(table_ptr + row[:, None] + feats[None, :], mask=live[:, None], other=0.0)
+                dot = tl.sum(values.to(tl.float32) * grad, axis=1)  # [BLOCK]
+                dx0 += scale * sign0 * s0 * a1 * a2 * dot
+                dx1 += scale * sign1 * s1 * a0 * a2 * dot
                 if D == 3:
-                    dx0 += scale * sign0 * s0 * a1 * a2 * dot
-                    dx1 += scale * sign1 * s1 * a0 * a2 * dot
                     dx2 += scale * sign2 * s2 * a0 * a1 * dot
-                else:
-                    dx0 += scale * sign0 * s0 * a1 * dot
-                    dx1 += scale * sign1 * s1 * a0 * dot
     if NEED_X:  # clamping passes the gradient inside [0, 1] (ends included), blocks it outside
         tl.store(gx_ptr + rows * D, tl.where((r0 >= 0.0) & (r0 <= 1.0), dx0, 0.0), mask=live)
         tl.store(gx_ptr + rows * D + 1, tl.where((r1 >= 0.0) & (r1 <= 1.0), dx1, 0.0), mask=live)
