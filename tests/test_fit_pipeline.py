@@ -107,6 +107,12 @@ def test_video_without_audio_fits_and_is_marked(synth, tmp_path):
     out = run_fit(FitPipelineConfig(video=silent, out=tmp_path / "s", preview=False), **QUIET)
     meta = read_meta(out)
     assert meta["complete"] and meta["has_audio"] is False and not (out / "audio.wav").exists()
+    # later stages open it; those driven by speech refuse it with a clear message
+    from recon.subject import SubjectError, open_subject
+
+    assert open_subject(out).has_audio is False
+    with pytest.raises(SubjectError, match=r"no audio \(.*silent\.mp4 had no sound track\)"):
+        open_subject(out, need_audio=True)
 
 
 def test_no_face_anywhere_is_a_clear_error(tmp_path):
@@ -127,3 +133,38 @@ def test_corrupted_file_creates_no_subject(tmp_path):
     with pytest.raises(MediaError, match="bad.mp4"):
         run_fit(FitPipelineConfig(video=bad, out=tmp_path / "s"), **QUIET)
     assert not (tmp_path / "s").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# later stages open the subject folder through recon.subject.open_subject
+
+
+def test_open_subject_reads_a_complete_folder(subject):
+    from recon.subject import open_subject
+
+    s = open_subject(subject, need_audio=True)
+    assert s.has_audio and s.audio_path == subject / "audio.wav"
+    assert s.frame_count == int(SECONDS * 25) and s.fps == 25.0 and s.frame_size == (512, 512)
+    assert s.frame_path(0).is_file() and s.frame_path(s.frame_count - 1).is_file()
+
+
+def test_open_subject_refuses_missing_incomplete_and_partial_folders(subject, tmp_path):
+    import shutil
+
+    from recon.subject import SubjectError, open_subject
+
+    with pytest.raises(SubjectError, match="no such subject folder"):
+        open_subject(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SubjectError, match="no readable meta.json"):
+        open_subject(tmp_path / "empty")
+    # a copy without the fit's outputs: named in the message
+    partial = tmp_path / "partial"
+    shutil.copytree(subject, partial, ignore=shutil.ignore_patterns("track.npz", "masks"))
+    with pytest.raises(SubjectError, match=r"missing track\.npz, masks/"):
+        open_subject(partial)
+    # a fit that did not complete
+    meta = json.loads((partial / "meta.json").read_text())
+    (partial / "meta.json").write_text(json.dumps({**meta, "complete": False}))
+    with pytest.raises(SubjectError, match="did not complete"):
+        open_subject(partial)
