@@ -496,3 +496,35 @@ def test_benchmark_runs_and_counts_the_floor(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["pass"] for r in rows] == ["fwd", "bwd", "fwd+bwd"] and all(r["ms"] > 0 for r in rows)
     assert "x floor" in capsys.readouterr().out
+
+
+def test_auto_checks_a_fast_backend_before_using_it(monkeypatch, caplog):
+    """``auto`` uses a fast backend only after it reproduced the reference; a wrong or failing
+    one is replaced by torch with a warning (the Triton interpreter stands in for CUDA here)."""
+    from nerf import hashgrid
+    from nerf.hashgrid_triton import interpreting
+
+    if not interpreting():
+        pytest.skip("needs Triton's interpreter")
+    monkeypatch.setattr(hashgrid, "available_backends", lambda device: ["triton", "torch"])
+    cfg = _cfg(num_levels=2, log2_table_size=8)
+    good = HashGridEncoding(cfg)
+    assert good.backend_for("cpu") == "triton"
+    x = torch.rand(10, 3)
+    torch.testing.assert_close(good(x), hash_encode_torch(x, good.table, good.layout))
+
+    import nerf.hashgrid_triton as ht
+
+    real = ht.TritonHashEncode.apply
+    monkeypatch.setattr(ht.TritonHashEncode, "apply", lambda *a: real(*a) * 1.01)  # 1% off
+    with caplog.at_level("WARNING"):
+        assert HashGridEncoding(cfg).backend_for("cpu") == "torch"
+    assert "disagrees with the reference" in caplog.text
+
+    def broken(*a):
+        raise RuntimeError("no kernel image for this GPU")
+
+    monkeypatch.setattr(ht.TritonHashEncode, "apply", broken)
+    with caplog.at_level("WARNING"):
+        assert HashGridEncoding(cfg).backend_for("cpu") == "torch"
+    assert "no kernel image" in caplog.text
