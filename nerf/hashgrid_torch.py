@@ -38,6 +38,16 @@ def vertex_index(vertex: torch.Tensor, resolution: int, size: int, hashed: bool)
     return index % size
 
 
+def _corners(parts: list[torch.Tensor], op) -> torch.Tensor:
+    """Combine per-axis pairs ``parts[d]: [N, 2]`` (lower, upper side on axis ``d``) into the
+    ``[N, 2^D]`` values of the cell's corners with ``op``; corner ``c`` takes the upper side on
+    axis ``d`` when bit ``d`` of ``c`` is set (the order of :func:`corner_offsets`)."""
+    out = parts[0]
+    for part in parts[1:]:
+        out = op(part[:, :, None], out[:, None, :]).reshape(out.shape[0], -1)  # axis d = the higher bit
+    return out
+
+
 def hash_encode_torch(x: torch.Tensor, table: torch.Tensor, layout: GridLayout,
                       interpolation: str = "linear") -> torch.Tensor:
     """Encode points.
@@ -57,7 +67,7 @@ def hash_encode_torch(x: torch.Tensor, table: torch.Tensor, layout: GridLayout,
         raise ValueError(f"points have {D} coordinates, the encoding expects {layout.input_dim}")
     compute = torch.float64 if (x.dtype == torch.float64 and table.dtype == torch.float64) else torch.float32
     x = x.to(compute).clamp(0.0, 1.0)
-    corners = corner_offsets(D, x.device)  # [C, D]
+    step = torch.tensor([0, 1], dtype=torch.int64, device=x.device)
     out = []
     for scale, resolution, offset, size, hashed in layout.levels:
         pos = x * scale + 0.5  # [N, D]
@@ -65,9 +75,18 @@ def hash_encode_torch(x: torch.Tensor, table: torch.Tensor, layout: GridLayout,
         t = pos - cell
         if interpolation == "smoothstep":
             t = smoothstep(t)
-        vertex = cell.to(torch.int64)[:, None, :] + corners  # [N, C, D]
-        rows = vertex_index(vertex, resolution, size, hashed)
-        weight = torch.where(corners.bool(), t[:, None, :], 1.0 - t[:, None, :]).prod(-1)  # [N, C]
+        # Per axis, the lower and upper vertex ([N, 2]) and their weight factors; the 2^D corners
+        # are their outer combination (corner c takes the upper side on axis d when bit d is set).
+        side = cell.to(torch.int64)[:, :, None] + step  # [N, D, 2]
+        factor = torch.stack([1.0 - t, t], dim=-1)  # [N, D, 2]
+        if hashed:
+            parts = [(side[:, d] * PRIMES[d]) & _UINT32 for d in range(D)]
+            rows = _corners(parts, torch.bitwise_xor)
+        else:
+            parts = [side[:, d] * resolution**d for d in range(D)]
+            rows = _corners(parts, torch.add) & _UINT32
+        rows = rows & (size - 1) if size & (size - 1) == 0 else rows % size  # [N, C]
+        weight = _corners([factor[:, d] for d in range(D)], torch.mul)  # [N, C]
         values = table[offset:offset + size][rows].to(compute)  # [N, C, F]
         out.append((weight[..., None] * values).sum(1))
     return torch.cat(out, dim=-1)
