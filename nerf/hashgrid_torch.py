@@ -17,35 +17,30 @@ def smoothstep(t: torch.Tensor) -> torch.Tensor:
     return t * t * (3.0 - 2.0 * t)
 
 
-def corner_offsets(dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``[2^D, D]`` int64: the cell's corners; corner ``c`` has bit ``d`` of ``c`` on axis ``d``."""
-    rows = [[(c >> d) & 1 for d in range(dim)] for c in range(2**dim)]
-    return torch.tensor(rows, dtype=torch.int64, device=device)
-
-
-def vertex_index(vertex: torch.Tensor, resolution: int, size: int, hashed: bool) -> torch.Tensor:
-    """``[..., D]`` int64 grid vertices -> ``[...]`` int64 row within the level, in ``[0, size)``."""
-    D = vertex.shape[-1]
-    if hashed:
-        index = torch.zeros_like(vertex[..., 0])
-        for d in range(D):
-            index = index ^ ((vertex[..., d] * PRIMES[d]) & _UINT32)
-    else:
-        strides = torch.tensor([resolution**d for d in range(D)], dtype=torch.int64, device=vertex.device)
-        index = (vertex * strides).sum(-1) & _UINT32
-    if size & (size - 1) == 0:  # a power of two (every hashed level): the same as % size, cheaper
-        return index & (size - 1)
-    return index % size
-
-
 def _corners(parts: list[torch.Tensor], op) -> torch.Tensor:
     """Combine per-axis pairs ``parts[d]: [N, 2]`` (lower, upper side on axis ``d``) into the
     ``[N, 2^D]`` values of the cell's corners with ``op``; corner ``c`` takes the upper side on
-    axis ``d`` when bit ``d`` of ``c`` is set (the order of :func:`corner_offsets`)."""
+    axis ``d`` when bit ``d`` of ``c`` is set."""
     out = parts[0]
     for part in parts[1:]:
         out = op(part[:, :, None], out[:, None, :]).reshape(out.shape[0], -1)  # axis d = the higher bit
     return out
+
+
+def corner_rows(cell: torch.Tensor, resolution: int, size: int, hashed: bool) -> torch.Tensor:
+    """Rows within a level of the ``2^D`` corners of each cell: ``cell [N, D]`` int64 (lower
+    vertex) -> ``[N, 2^D]`` int64 in ``[0, size)``, corner ``c`` upper on axis ``d`` when bit ``d``
+    is set. Dense: ``v0 + v1 res + v2 res^2``; hashed: ``v0 * 1 xor v1 * p1 xor v2 * p2``; both in
+    uint32 arithmetic, modulo ``size``."""
+    D = cell.shape[1]
+    side = cell[:, :, None] + torch.tensor([0, 1], dtype=torch.int64, device=cell.device)  # [N, D, 2]
+    if hashed:
+        rows = _corners([(side[:, d] * PRIMES[d]) & _UINT32 for d in range(D)], torch.bitwise_xor)
+    else:
+        rows = _corners([side[:, d] * resolution**d for d in range(D)], torch.add) & _UINT32
+    if size & (size - 1) == 0:  # a power of two (every hashed level): the same as % size, cheaper
+        return rows & (size - 1)
+    return rows % size
 
 
 def hash_encode_torch(x: torch.Tensor, table: torch.Tensor, layout: GridLayout,
@@ -67,7 +62,6 @@ def hash_encode_torch(x: torch.Tensor, table: torch.Tensor, layout: GridLayout,
         raise ValueError(f"points have {D} coordinates, the encoding expects {layout.input_dim}")
     compute = torch.float64 if (x.dtype == torch.float64 and table.dtype == torch.float64) else torch.float32
     x = x.to(compute).clamp(0.0, 1.0)
-    step = torch.tensor([0, 1], dtype=torch.int64, device=x.device)
     out = []
     for scale, resolution, offset, size, hashed in layout.levels:
         pos = x * scale + 0.5  # [N, D]
@@ -75,18 +69,8 @@ def hash_encode_torch(x: torch.Tensor, table: torch.Tensor, layout: GridLayout,
         t = pos - cell
         if interpolation == "smoothstep":
             t = smoothstep(t)
-        # Per axis, the lower and upper vertex ([N, 2]) and their weight factors; the 2^D corners
-        # are their outer combination (corner c takes the upper side on axis d when bit d is set).
-        side = cell.to(torch.int64)[:, :, None] + step  # [N, D, 2]
-        factor = torch.stack([1.0 - t, t], dim=-1)  # [N, D, 2]
-        if hashed:
-            parts = [(side[:, d] * PRIMES[d]) & _UINT32 for d in range(D)]
-            rows = _corners(parts, torch.bitwise_xor)
-        else:
-            parts = [side[:, d] * resolution**d for d in range(D)]
-            rows = _corners(parts, torch.add) & _UINT32
-        rows = rows & (size - 1) if size & (size - 1) == 0 else rows % size  # [N, C]
-        weight = _corners([factor[:, d] for d in range(D)], torch.mul)  # [N, C]
+        rows = corner_rows(cell.to(torch.int64), resolution, size, hashed)  # [N, C]
+        weight = _corners([torch.stack([1.0 - t[:, d], t[:, d]], -1) for d in range(D)], torch.mul)  # [N, C]
         values = table[offset:offset + size][rows].to(compute)  # [N, C, F]
         out.append((weight[..., None] * values).sum(1))
     return torch.cat(out, dim=-1)
@@ -95,12 +79,8 @@ def hash_encode_torch(x: torch.Tensor, table: torch.Tensor, layout: GridLayout,
 def all_corner_rows(x: torch.Tensor, layout: GridLayout) -> torch.Tensor:
     """``[N, L, 2^D]`` int64 table rows each point reads (for tests and byte counts)."""
     x = x.to(torch.float32).clamp(0.0, 1.0)
-    corners = corner_offsets(layout.input_dim, x.device)
-    rows = []
-    for scale, resolution, offset, size, hashed in layout.levels:
-        cell = torch.floor(x * scale + 0.5).to(torch.int64)
-        rows.append(offset + vertex_index(cell[:, None, :] + corners, resolution, size, hashed))
-    return torch.stack(rows, 1)
+    return torch.stack([offset + corner_rows(torch.floor(x * scale + 0.5).to(torch.int64), resolution, size, hashed)
+                        for scale, resolution, offset, size, hashed in layout.levels], 1)
 
 
-__all__ = ["hash_encode_torch", "smoothstep", "corner_offsets", "vertex_index", "all_corner_rows"]
+__all__ = ["hash_encode_torch", "smoothstep", "corner_rows", "all_corner_rows"]

@@ -823,19 +823,6 @@ class TransferredFit:
     """Figures for ``meta.json``, JSON-serialisable."""
 
 
-def model_landmarks(model: MorphableModel, id_coeffs=None, exp_coeffs=None) -> np.ndarray:
-    """``model.landmarks(...)`` computed on the landmark vertices only (float64 ``[..., L, 3]``):
-    the same points without building every vertex of every frame (a BFM mesh over a video would
-    take gigabytes)."""
-    lv = model.landmark_vertices
-    p = model.mean[lv].astype(np.float64)
-    if id_coeffs is not None and model.num_id:
-        p = p + np.tensordot(np.asarray(id_coeffs, dtype=np.float64), model.id_basis[:, lv].astype(np.float64), axes=([-1], [0]))
-    if exp_coeffs is not None and model.num_exp:
-        p = p + np.tensordot(np.asarray(exp_coeffs, dtype=np.float64), model.exp_basis[:, lv].astype(np.float64), axes=([-1], [0]))
-    return p
-
-
 def _project(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
     """``points [T, L, 3]`` model space -> ``[T, L, 2]`` pixels under ``R [T, 3, 3]``, ``t [T, 3]``."""
     cam = np.einsum("tij,tlj->tli", R, points) + t[:, None]
@@ -909,7 +896,7 @@ def transfer_fit(
     weights = np.where(np.isin(mp, T.FACE_OVAL), float(jaw_weight), 1.0)
     sigma2 = float(sigma_m) ** 2
     n_valid = int(valid.sum())
-    s, Q, u, rms = robust_similarity_align(x_neutral, model_landmarks(model)[None])
+    s, Q, u, rms = robust_similarity_align(x_neutral, model.landmarks()[None])
     s, Q, u = float(s[0]), Q[0], u[0]
     y = s * x @ Q.T + u  # [T, L, 3] research model space
     id_coeffs, _ = fit_model_coefficients(model, y[valid], id_reg=n_valid * sigma2, exp_reg=sigma2, weights=weights)
@@ -918,7 +905,7 @@ def transfer_fit(
     R = np.asarray(rotation_matrices, dtype=np.float64)
     R2 = R @ Q.T
     t2 = s * np.asarray(translations, dtype=np.float64) - R2 @ u
-    fitted = model_landmarks(model, id_coeffs, exp)  # [T, L, 3]
+    fitted = model.landmarks(id_coeffs, exp)  # [T, L, 3]
     px = _project(fitted, R2, t2, K)
     obs = np.asarray(observed_px, dtype=np.float64)[:, mp, :2]
     err = np.linalg.norm(px - obs, axis=-1).mean(axis=1)

@@ -75,16 +75,21 @@ class MorphableModel:
 
     def vertices(self, id_coeffs: np.ndarray | None = None, exp_coeffs: np.ndarray | None = None) -> np.ndarray:
         """Model-space vertices: ``id_coeffs: [Ki]``, ``exp_coeffs: [..., Ke]`` -> ``[..., V, 3]``."""
-        v = self.mean.astype(np.float64)
-        if id_coeffs is not None and self.num_id:
-            v = v + np.tensordot(np.asarray(id_coeffs, dtype=np.float64), self.id_basis, axes=([-1], [0]))
-        if exp_coeffs is not None and self.num_exp:
-            v = v + np.tensordot(np.asarray(exp_coeffs, dtype=np.float64), self.exp_basis, axes=([-1], [0]))
-        return v
+        return self._points(slice(None), id_coeffs, exp_coeffs)
 
     def landmarks(self, id_coeffs=None, exp_coeffs=None) -> np.ndarray:
-        """The correspondence points ``[..., L, 3]`` (ordered like ``landmark_mediapipe``)."""
-        return self.vertices(id_coeffs, exp_coeffs)[..., self.landmark_vertices, :]
+        """The correspondence points ``[..., L, 3]`` (ordered like ``landmark_mediapipe``), computed
+        on those vertices only (a BFM mesh for every frame of a video would take gigabytes)."""
+        return self._points(self.landmark_vertices, id_coeffs, exp_coeffs)
+
+    def _points(self, which, id_coeffs, exp_coeffs) -> np.ndarray:
+        """float64 ``[..., n, 3]``: the vertices ``which`` (an index array or a slice)."""
+        v = self.mean[which].astype(np.float64)
+        if id_coeffs is not None and self.num_id:
+            v = v + np.tensordot(np.asarray(id_coeffs, dtype=np.float64), self.id_basis[:, which], axes=([-1], [0]))
+        if exp_coeffs is not None and self.num_exp:
+            v = v + np.tensordot(np.asarray(exp_coeffs, dtype=np.float64), self.exp_basis[:, which], axes=([-1], [0]))
+        return v
 
     def save(self, path: str | Path) -> Path:
         """Write ``face_model.npz`` (format in docs/formats.md), reproducibly."""

@@ -42,7 +42,7 @@ if not torch.cuda.is_available():
 
 from nerf.hashgrid import HashGridEncoding  # noqa: E402
 from nerf.hashgrid_layout import GridLayout, HashGridConfig  # noqa: E402
-from nerf.hashgrid_torch import corner_offsets, vertex_index  # noqa: E402
+from nerf.hashgrid_torch import corner_rows  # noqa: E402
 from render.cpu_tuning import cpu_name  # noqa: E402
 
 
@@ -90,12 +90,10 @@ def copy_bandwidth(device: torch.device, runs: int) -> float:
 def touched_rows(x: torch.Tensor, layout: GridLayout) -> int:
     """Distinct table rows that the points read (every level, every corner)."""
     seen = torch.zeros(layout.num_entries, dtype=torch.bool, device=x.device)
-    corners = corner_offsets(layout.input_dim, x.device)
     for scale, resolution, offset, size, hashed in layout.levels:
         for chunk in x.split(1 << 20):
             cell = torch.floor(chunk.clamp(0, 1) * scale + 0.5).long()
-            rows = vertex_index(cell[:, None, :] + corners, resolution, size, hashed)
-            seen[offset + rows.reshape(-1)] = True
+            seen[offset + corner_rows(cell, resolution, size, hashed).reshape(-1)] = True
     return int(seen.sum())
 
 

@@ -11,7 +11,7 @@ import torch
 
 from nerf.hashgrid import HashGridEncoding, available_backends, resolve_backend
 from nerf.hashgrid_layout import PRIMES, HashGridConfig, grid_layout
-from nerf.hashgrid_torch import all_corner_rows, hash_encode_torch, vertex_index
+from nerf.hashgrid_torch import all_corner_rows, corner_rows, hash_encode_torch
 
 
 def _cfg(**kw) -> HashGridConfig:
@@ -77,14 +77,16 @@ def _python_hash(vertex):
     return h
 
 
-def test_vertex_index_matches_python_integers():
+def test_corner_rows_match_python_integers():
     gen = np.random.default_rng(0)
-    verts = gen.integers(0, 3000, size=(200, 3))
-    got = vertex_index(torch.from_numpy(verts), resolution=2049, size=2**19, hashed=True).numpy()
-    want = [_python_hash(v) % 2**19 for v in verts.tolist()]
+    cells = gen.integers(0, 3000, size=(200, 3))
+    corners = [[(c >> d) & 1 for d in range(3)] for c in range(8)]  # corner c: bit d on axis d
+    got = corner_rows(torch.from_numpy(cells), resolution=2049, size=2**19, hashed=True).numpy()
+    want = [[_python_hash([v + b for v, b in zip(cell, bits)]) % 2**19 for bits in corners] for cell in cells.tolist()]
     np.testing.assert_array_equal(got, want)
-    got = vertex_index(torch.from_numpy(verts), resolution=3001, size=1000, hashed=False).numpy()
-    want = [(a + b * 3001 + c * 3001**2) % 2**32 % 1000 for a, b, c in verts.tolist()]
+    got = corner_rows(torch.from_numpy(cells), resolution=3001, size=1000, hashed=False).numpy()
+    want = [[((a + i) + (b + j) * 3001 + (c + k) * 3001**2) % 2**32 % 1000 for i, j, k in corners]
+            for a, b, c in cells.tolist()]
     np.testing.assert_array_equal(got, want)
 
 
