@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.morphable import MorphableModel
+from recon.morphable import MorphableModel, project_posed
 from render.errors import TalkfaceError
 
 # ---------------------------------------------------------------------------------------------
@@ -823,13 +823,6 @@ class TransferredFit:
     """Figures for ``meta.json``, JSON-serialisable."""
 
 
-def _project(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """``points [T, L, 3]`` model space -> ``[T, L, 2]`` pixels under ``R [T, 3, 3]``, ``t [T, 3]``."""
-    cam = np.einsum("tij,tlj->tli", R, points) + t[:, None]
-    proj = cam @ np.asarray(K, dtype=np.float64).T
-    return proj[..., :2] / proj[..., 2:3]
-
-
 def transfer_fit(
     model: MorphableModel,
     builtin: MorphableModel,
@@ -906,11 +899,11 @@ def transfer_fit(
     R2 = R @ Q.T
     t2 = s * np.asarray(translations, dtype=np.float64) - R2 @ u
     fitted = model.landmarks(id_coeffs, exp)  # [T, L, 3]
-    px = _project(fitted, R2, t2, K)
+    px = project_posed(fitted, R2, t2, K)
     obs = np.asarray(observed_px, dtype=np.float64)[:, mp, :2]
     err = np.linalg.norm(px - obs, axis=-1).mean(axis=1)
     err[~valid] = np.nan
-    builtin_px = _project(x, R, np.asarray(translations, dtype=np.float64), K)
+    builtin_px = project_posed(x, R, np.asarray(translations, dtype=np.float64), K)
     transfer_px = np.linalg.norm(px - builtin_px, axis=-1).mean(axis=1)[valid]
     resid = np.sqrt(np.mean(np.sum((fitted - y)[valid] ** 2, axis=-1)))
     warnings = []

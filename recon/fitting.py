@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from recon import topology as T
-from recon.morphable import MorphableModel
+from recon.morphable import MorphableModel, project_posed
 from render.errors import TalkfaceError
 
 STABLE_POINTS = (
@@ -996,8 +996,7 @@ def fit_video(landmarks_px: np.ndarray, usable: np.ndarray, image_size: tuple[in
     trans = p[:, 3:6] - Rm @ _pivot(model)
     coeffs = p[:, 6:]
     verts = np.broadcast_to(model.vertices(exp_coeffs=coeffs), (len(p), model.num_vertices, 3))
-    cam = verts @ Rm.transpose(0, 2, 1) + trans[:, None]
-    proj = cam[..., :2] / cam[..., 2:3] * focal + K[:2, 2]
+    proj = project_posed(verts, Rm, trans, K)
     err = np.linalg.norm(proj - lm[..., :2], axis=-1).mean(axis=1)
     err[~valid] = np.nan
     times["total_s"] = time.perf_counter() - t0

@@ -75,15 +75,15 @@ class MorphableModel:
 
     def vertices(self, id_coeffs: np.ndarray | None = None, exp_coeffs: np.ndarray | None = None) -> np.ndarray:
         """Model-space vertices: ``id_coeffs: [Ki]``, ``exp_coeffs: [..., Ke]`` -> ``[..., V, 3]``."""
-        return self._points(slice(None), id_coeffs, exp_coeffs)
+        return self.vertices_at(slice(None), id_coeffs, exp_coeffs)
 
     def landmarks(self, id_coeffs=None, exp_coeffs=None) -> np.ndarray:
         """The correspondence points ``[..., L, 3]`` (ordered like ``landmark_mediapipe``), computed
         on those vertices only (a BFM mesh for every frame of a video would take gigabytes)."""
-        return self._points(self.landmark_vertices, id_coeffs, exp_coeffs)
+        return self.vertices_at(self.landmark_vertices, id_coeffs, exp_coeffs)
 
-    def _points(self, which, id_coeffs, exp_coeffs) -> np.ndarray:
-        """float64 ``[..., n, 3]``: the vertices ``which`` (an index array or a slice)."""
+    def vertices_at(self, which, id_coeffs=None, exp_coeffs=None) -> np.ndarray:
+        """Only the vertices ``which`` (an index array or a slice): float64 ``[..., n, 3]``."""
         v = self.mean[which].astype(np.float64)
         if id_coeffs is not None and self.num_id:
             v = v + np.tensordot(np.asarray(id_coeffs, dtype=np.float64), self.id_basis[:, which], axes=([-1], [0]))
@@ -131,3 +131,11 @@ class MorphableModel:
                 uv=z["uv"] if "uv" in z else None,
                 meta=json.loads(str(z["meta_json"])),
             )
+
+
+def project_posed(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Model-space ``points [T, n, 3]`` posed by ``R [T, 3, 3]``, ``t [T, 3]``
+    (``p_camera = R p + t``) and projected with the pinhole ``K [3, 3]``: ``[T, n, 2]`` pixels."""
+    cam = np.einsum("tij,tlj->tli", R, points) + t[:, None]
+    proj = cam @ np.asarray(K, dtype=np.float64).T
+    return proj[..., :2] / proj[..., 2:3]

@@ -20,16 +20,11 @@ def fitted_vertices_2d(model, track: dict, vertices: np.ndarray | None = None,
                        frames: slice = slice(None)) -> np.ndarray:
     """Project the fitted model: ``[T, V, 2]`` pixels (``vertices``: only those, ``frames``: only
     those frames)."""
-    if vertices is not None:
-        from dataclasses import replace
+    from recon.morphable import project_posed
 
-        model = replace(model, mean=model.mean[vertices], id_basis=model.id_basis[:, vertices],
-                        exp_basis=model.exp_basis[:, vertices], landmark_vertices=np.zeros(0, dtype=np.int64),
-                        landmark_mediapipe=np.zeros(0, dtype=np.int64), uv=None)
-    verts = model.vertices(track["identity"] if model.num_id else None, track["expression"][frames])  # [T, V, 3]
-    cam = np.einsum("tij,tvj->tvi", track["rotation_matrix"][frames], verts) + track["translation"][frames][:, None]
-    proj = cam @ track["intrinsics"].T
-    return proj[..., :2] / proj[..., 2:3]
+    verts = model.vertices_at(slice(None) if vertices is None else vertices,
+                              track["identity"] if model.num_id else None, track["expression"][frames])  # [T, V, 3]
+    return project_posed(verts, track["rotation_matrix"][frames], track["translation"][frames], track["intrinsics"])
 
 
 def _mesh_edges(faces: np.ndarray) -> np.ndarray:
