@@ -20,7 +20,8 @@ class NoFaceError(TalkfaceError):
     """No face was found where one was required."""
 
 
-def _to_pixels(landmarks, width: int, height: int) -> np.ndarray:
+def landmarks_to_pixels(landmarks, width: int, height: int) -> np.ndarray:
+    """mediapipe NormalizedLandmarkList -> ``[478, 3]`` float64 pixels (z scaled by the width)."""
     pts = np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float64)
     return pts * np.array([width, height, width], dtype=np.float64)
 
@@ -51,7 +52,7 @@ class FaceMeshDetector:
         result = self._mesh.process(np.ascontiguousarray(image))
         if not result.multi_face_landmarks:
             return None
-        pts = _to_pixels(result.multi_face_landmarks[0], image.shape[1], image.shape[0])
+        pts = landmarks_to_pixels(result.multi_face_landmarks[0], image.shape[1], image.shape[0])
         assert pts.shape == (NUM_LANDMARKS, 3)
         return pts
 

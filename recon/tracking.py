@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.landmarks import NoFaceError
+from recon.landmarks import NoFaceError, landmarks_to_pixels
 from recon.topology import NUM_LANDMARKS, NUM_MESH_VERTICES
 
 __all__ = [
@@ -100,13 +100,6 @@ def _box_area(b: np.ndarray) -> float:
     return float(max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0))
 
 
-def _to_pixels(face, width: int, height: int) -> np.ndarray:
-    """mediapipe NormalizedLandmarkList -> ``[478, 3]`` float64 pixels (z scaled by the width)."""
-    pts = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
-    pts *= np.array([width, height, width], dtype=np.float64)
-    return pts
-
-
 class FaceTracker:
     """Landmarks of one face per video frame, for frames given in order: ``tracker(image)``.
 
@@ -177,9 +170,9 @@ class FaceTracker:
         self.num_faces = len(faces)
         self.frames += 1
         if len(faces) == 1:  # the common case: skip the per-face conversion of the others
-            cands = [_to_pixels(faces[0], w, h)]
+            cands = [landmarks_to_pixels(faces[0], w, h)]
         else:
-            cands = [_to_pixels(f, w, h) for f in faces]
+            cands = [landmarks_to_pixels(f, w, h) for f in faces]
         k = self.choose([face_box(c) for c in cands])
         if k is None:
             self.box = None

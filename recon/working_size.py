@@ -102,6 +102,7 @@ def measure_face_boxes(images: list[np.ndarray], max_faces: int = 3, min_detecti
     """
     from mediapipe.python.solutions import face_mesh  # heavy: import only here
 
+    from recon.landmarks import landmarks_to_pixels
     from recon.topology import NUM_MESH_VERTICES
 
     sizes: list[float | None] = []
@@ -112,7 +113,7 @@ def measure_face_boxes(images: list[np.ndarray], max_faces: int = 3, min_detecti
             faces = mesh.process(np.ascontiguousarray(image)).multi_face_landmarks or []
             best = None
             for face in faces:
-                pts = np.array([(p.x * w, p.y * h) for p in face.landmark[:NUM_MESH_VERTICES]])  # [468, 2] px
+                pts = landmarks_to_pixels(face, w, h)[:NUM_MESH_VERTICES, :2]  # [468, 2] px
                 side = float((pts.max(axis=0) - pts.min(axis=0)).max())
                 best = side if best is None else max(best, side)
             sizes.append(best)
